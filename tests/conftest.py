@@ -1,0 +1,26 @@
+"""Shared fixtures. Tests that read ../shared skip with a reason when it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+PARITY_DIR = SHARED / "reference" / "official_parity"
+DATASETS_DIR = SHARED / "datasets"
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    if not (PARITY_DIR / "expected.pt").is_file():
+        pytest.skip(f"parity vectors not found at {PARITY_DIR} (../shared is absent)")
+    return PARITY_DIR
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    if not DATASETS_DIR.is_dir():
+        pytest.skip(f"real datasets not found at {DATASETS_DIR} (../shared is absent)")
+    return DATASETS_DIR
