@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/hdkd-train experiment=demo
+	$(BIN)/hdkd-demo
 
 clean-venv:
 	rm -rf $(VENV)

@@ -18,7 +18,8 @@ import timm
 import torch
 from torch import nn
 
-__all__ = ["checkpoint_filter_fn", "load_original_checkpoint", "read_state_dict", "OriginalCheckpointError"]
+__all__ = ["checkpoint_filter_fn", "load_original_checkpoint", "read_state_dict", "infer_model_kwargs",
+           "OriginalCheckpointError"]
 
 ARCHS = ("hdkd_teacher", "hdkd_student", "hdkd_student_distilled")
 
@@ -130,7 +131,7 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     return obj
 
 
-def _infer_kwargs(sd: Dict[str, torch.Tensor], arch: str) -> dict:
+def infer_model_kwargs(sd: Dict[str, torch.Tensor], arch: str) -> dict:
     """Architecture settings read off the weights (classes, channels, depths, block type, size)."""
     head = sd.get("head.weight")
     if head is None:
@@ -172,7 +173,7 @@ def load_original_checkpoint(path: Union[str, Path], arch: str, **overrides) -> 
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     sd = checkpoint_filter_fn(read_state_dict(path))
-    kwargs = {**_infer_kwargs(sd, arch), **overrides}
+    kwargs = {**infer_model_kwargs(sd, arch), **overrides}
     import hdkd_lightning.models  # noqa: F401  (registers the factories)
     model = timm.create_model(arch, **kwargs)
     load_strict(model, sd, source=str(path))

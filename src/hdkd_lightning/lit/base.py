@@ -1,0 +1,171 @@
+"""What TeacherModule and DistillModule share: metrics, optimisation, test artefacts, checkpoint metadata.
+
+Hyperparameters are plain data (dicts of numbers and strings) so that checkpoints load with
+``torch.load(weights_only=True)``; optimizer and scheduler are Hydra ``_partial_`` specs
+instantiated in :meth:`configure_optimizers`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from hdkd_lightning.checkpoint import META_KEY
+from hdkd_lightning.lit.metrics import ClassificationMetrics, log_artefacts, write_evaluation_artefacts
+
+__all__ = ["ClassifierModuleBase", "plain"]
+
+
+def plain(value: Any) -> Any:
+    """DictConfig/ListConfig -> resolved dicts and lists (safe to pickle with weights_only)."""
+    if isinstance(value, DictConfig) or OmegaConf.is_list(value):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+class ClassifierModuleBase(pl.LightningModule):
+    """Validation metrics, the test artefacts and optimiser set-up for one trainable network.
+
+    Subclasses set ``self.net`` (the network that is trained and deployed), implement
+    :meth:`training_step`, and say in ``kind`` which module they are.
+    """
+
+    kind = "base"
+    net_prefix = "net."
+
+    def __init__(self, class_names: List[str]) -> None:
+        super().__init__()
+        self.class_names = list(class_names)
+        self.val_metrics = ClassificationMetrics(len(self.class_names), self.class_names)
+        self._test_rows: List[tuple] = []
+        self.artefact_dir: Optional[Path] = None
+        self.test_results: Dict[str, Any] = {}
+
+    # -- network -------------------------------------------------------------------------
+    @property
+    def deploy_net(self) -> torch.nn.Module:
+        return self.net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Eval-mode logits of the deployable network (mean of both heads for HDKD)."""
+        return self.net(images)
+
+    def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.net(images)
+        if isinstance(out, tuple):  # distilled student in training mode
+            out = (out[0] + out[1]) / 2
+        return F.softmax(out.float(), dim=1)
+
+    def _check_loss(self, loss: torch.Tensor, parts: Dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
+        """Non-finite loss: stop with the components named, or skip the step (``nonfinite_loss``)."""
+        # one fused device check; only synchronises when the value is actually inspected
+        if torch.isfinite(loss).all():
+            return loss
+        detail = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
+        msg = (f"non-finite loss at epoch {self.current_epoch}, global step {self.global_step}: {detail}. "
+               f"Lower the learning rate, enable gradient clipping (trainer.gradient_clip_val=1.0) or check the "
+               f"data; the last good checkpoint is kept.")
+        if self.hparams.get("nonfinite_loss", "error") == "skip":
+            self.print(f"WARNING: skipping step: {msg}")
+            return None
+        raise FloatingPointError(msg)
+
+    # -- validation ----------------------------------------------------------------------
+    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        probs = self.predict_probs(batch["image"])
+        loss = F.cross_entropy(torch.log(probs.clamp_min(1e-12)), batch["label"])
+        self.val_metrics.update(probs, batch["label"])
+        self.log("val/loss", loss, on_epoch=True, prog_bar=False, batch_size=len(batch["label"]), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        scalars = self.val_metrics.scalars("val")
+        self.log("val/balanced_accuracy", scalars.pop("val/balanced_accuracy"), prog_bar=True)
+        self.log_dict(scalars)
+        self.val_metrics.reset()
+
+    # -- test: exact metrics over the whole split, artefacts written once -----------------
+    def on_test_epoch_start(self) -> None:
+        self._test_rows = []
+
+    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        probs = self.predict_probs(batch["image"]).cpu()
+        for path, label, p in zip(batch["path"], batch["label"].cpu().tolist(), probs):
+            self._test_rows.append((path, label, p))
+
+    def on_test_epoch_end(self) -> None:
+        rows = self._test_rows
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: List[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [r for part in gathered for r in part]
+        # a distributed sampler pads with repeated samples: count each image once
+        seen, unique = set(), []
+        for r in rows:
+            if r[0] not in seen:
+                seen.add(r[0])
+                unique.append(r)
+        unique.sort(key=lambda r: r[0])
+        paths = [r[0] for r in unique]
+        labels = torch.tensor([r[1] for r in unique], dtype=torch.long)
+        probs = torch.stack([r[2] for r in unique]) if unique else torch.zeros(0, len(self.class_names))
+        extra = {"kind": self.kind, "model": self.hparams.get("arch_name", ""),
+                 "params": sum(p.numel() for p in self.deploy_net.parameters())}
+        out_dir = self.artefact_dir or Path(self.trainer.default_root_dir)
+        if self.trainer.is_global_zero:
+            self.test_results = write_evaluation_artefacts(out_dir, self.class_names, paths, labels, probs, extra)
+        else:
+            metrics = ClassificationMetrics(len(self.class_names), self.class_names)
+            metrics.update(probs, labels)
+            self.test_results = metrics.compute()
+        scalars = {f"test/{k}": float(v) for k, v in self.test_results.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("params",)
+                   and math.isfinite(float(v))}
+        self.log_dict(scalars, rank_zero_only=True)
+        if self.trainer.is_global_zero:
+            for logger in self.loggers:
+                log_artefacts(logger, self.test_results, out_dir)
+
+    # -- prediction ----------------------------------------------------------------------
+    def predict_step(self, batch: Dict[str, Any], batch_idx: int) -> Dict[str, Any]:
+        return {"path": batch["path"], "probs": self.predict_probs(batch["image"]).cpu()}
+
+    # -- optimisation --------------------------------------------------------------------
+    def trainable_parameters(self):
+        return self.net.parameters()
+
+    def configure_optimizers(self):
+        from hydra.utils import instantiate
+
+        optimizer = instantiate(self.hparams.optimizer, _partial_=True)(params=self.trainable_parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        sched_cfg = dict(self.hparams.scheduler)
+        interval = sched_cfg.pop("interval", "epoch")
+        scheduler = instantiate(sched_cfg, _partial_=True)(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        # timm schedulers are stepped with the epoch number; torch ones as usual
+        if hasattr(scheduler, "step_update") and hasattr(scheduler, "t_in_epochs"):
+            scheduler.step(epoch=self.current_epoch + 1)
+        else:
+            scheduler.step() if metric is None else scheduler.step(metric)
+
+    def on_fit_start(self) -> None:
+        # timm schedulers set the warm-up lr only when stepped; do it for epoch 0 too
+        for config in self.trainer.lr_scheduler_configs:
+            if hasattr(config.scheduler, "step_update") and hasattr(config.scheduler, "t_in_epochs"):
+                config.scheduler.step(epoch=self.current_epoch)
+
+    # -- checkpoint metadata -------------------------------------------------------------
+    def checkpoint_meta(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint[META_KEY] = self.checkpoint_meta()

@@ -1,0 +1,24 @@
+"""EvalModule: a trained network read from a checkpoint, for test runs (``hdkd-eval``)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from torch import nn
+
+from hdkd_lightning.lit.base import ClassifierModuleBase
+
+__all__ = ["EvalModule"]
+
+
+class EvalModule(ClassifierModuleBase):
+    kind = "eval"
+
+    def __init__(self, net: nn.Module, meta: Dict[str, Any]) -> None:
+        super().__init__(meta["class_names"])
+        self.net = net.eval()
+        self.meta = dict(meta)
+        self.hparams["arch_name"] = meta["arch"]
+
+    def checkpoint_meta(self) -> Dict[str, Any]:
+        return self.meta

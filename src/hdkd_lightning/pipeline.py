@@ -1,0 +1,336 @@
+"""The jobs behind the commands: train (fit + test), evaluate, predict, convert.
+
+Entry points in ``hdkd_lightning.cli`` only compose the config and call one of these.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hdkd_lightning.config import ConfigError, check_trainer_config, hydra_choice, print_config_tree, to_plain
+
+log = logging.getLogger("hdkd_lightning")
+
+__all__ = ["run_train", "run_eval", "run_predict", "run_convert", "build_datamodule", "build_module"]
+
+_MODEL_ONLY_KEYS = ("_target_", "class_weighted_loss", "teacher")
+
+
+def _output_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_dir).resolve()
+
+
+def _set_output_dir(cfg: DictConfig, out: Path) -> None:
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+
+
+def build_datamodule(cfg: DictConfig):
+    """Instantiate ``cfg.data`` and index it (class names, splits) before any training."""
+    from hydra.utils import instantiate
+
+    dm = instantiate(cfg.data, _recursive_=False) if "_recursive_" not in cfg.data else instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def _net_spec(node: DictConfig, num_classes: int, image_size: int) -> Dict[str, Any]:
+    spec = to_plain(node)
+    kwargs = dict(spec.get("kwargs") or {})
+    kwargs.update(num_classes=num_classes, img_size=image_size, in_chans=3)
+    return {"arch": spec["arch"], "kwargs": kwargs}
+
+
+def build_module(cfg: DictConfig, dm, data_name: str):
+    """The LightningModule of ``cfg.model`` sized for the data; for HDKD also the teacher, checked."""
+    from hydra.utils import get_class
+
+    model_cfg = cfg.model
+    cls = get_class(model_cfg._target_)
+    params = {k: v for k, v in to_plain(model_cfg).items() if k not in _MODEL_ONLY_KEYS}
+    class_weights = dm.class_weights().tolist() if model_cfg.get("class_weighted_loss", False) else None
+    common = dict(class_names=list(dm.class_names), class_weights=class_weights, data_name=data_name)
+    if "student" in model_cfg:
+        from hdkd_lightning.teacher_source import check_teacher_fits, load_teacher, resolve_teacher_path
+
+        tcfg = model_cfg.teacher
+        path = resolve_teacher_path(tcfg.get("ckpt_path"), tcfg.get("experiment"), Path(cfg.paths.log_dir))
+        teacher = load_teacher(path)
+        check_teacher_fits(teacher, list(dm.class_names), dm.image_size, data_name)
+        log.info("teacher: %s", path)
+        t_kwargs = dict(teacher.net_kwargs, img_size=dm.image_size)
+        params.update(student=_net_spec(model_cfg.student, dm.num_classes, dm.image_size),
+                      teacher={"arch": teacher.arch, "kwargs": t_kwargs, "source": str(path)})
+        module = cls(**params, **common)
+        module.load_teacher_state(teacher.state_dict)
+        return module
+    params["net"] = _net_spec(model_cfg.net, dm.num_classes, dm.image_size)
+    return cls(**params, **common)
+
+
+def _instantiate_dict(node: Optional[DictConfig]) -> List[Any]:
+    from hydra.utils import instantiate
+
+    if not node:
+        return []
+    return [instantiate(c) for c in node.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def _resume_checkpoint(cfg: DictConfig) -> Optional[Path]:
+    if not cfg.get("ckpt_path"):
+        return None
+    if str(cfg.ckpt_path) == "last":
+        from hdkd_lightning.runs import find_latest_checkpoint
+
+        found = find_latest_checkpoint(Path(cfg.paths.log_dir), cfg.task_name, "last.ckpt")
+        if found is None:
+            raise ConfigError(f"ckpt_path=last: no last.ckpt of task '{cfg.task_name}' under "
+                              f"{Path(cfg.paths.log_dir) / cfg.task_name}; start without ckpt_path, or give a path")
+        return found
+    path = Path(cfg.ckpt_path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    return path
+
+
+def _wandb_resume(loggers_cfg: DictConfig, out: Path) -> None:
+    """Give a resumed run its wandb run id back, and remember a new one."""
+    if loggers_cfg and "wandb" in loggers_cfg:
+        id_file = out / "wandb_run_id.txt"
+        with open_dict(loggers_cfg):
+            if id_file.is_file():
+                loggers_cfg.wandb.id = id_file.read_text().strip()
+                loggers_cfg.wandb.resume = "allow"
+            else:
+                import wandb
+
+                run_id = wandb.util.generate_id()
+                out.mkdir(parents=True, exist_ok=True)
+                id_file.write_text(run_id)
+                loggers_cfg.wandb.id = run_id
+
+
+def _finish_wandb() -> None:
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def _build_trainer(cfg: DictConfig, out: Path):
+    from hydra.utils import instantiate
+
+    from hdkd_lightning.lit.checkpoint_io import AtomicCheckpointIO
+
+    _wandb_resume(cfg.get("logger"), out)
+    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    loggers = _instantiate_dict(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                          plugins=[AtomicCheckpointIO()], default_root_dir=str(out))
+    return trainer
+
+
+def _param_count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def run_train(cfg: DictConfig) -> Dict[str, Any]:
+    """Fit, then test once with the best checkpoint (chosen on validation balanced accuracy)."""
+    import lightning.pytorch as pl
+
+    check_trainer_config(cfg.trainer)
+    resume = _resume_checkpoint(cfg)
+    out = _output_dir(cfg)
+    if resume is not None and resume.parent.name == "checkpoints":
+        out = resume.parent.parent.resolve()  # continue the stopped run in its own directory
+        log.info("resuming %s in %s", resume, out)
+    _set_output_dir(cfg, out)
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    data_name = hydra_choice("data", "data")
+    dm = build_datamodule(cfg)
+    module = build_module(cfg, dm, data_name)
+    trainer = _build_trainer(cfg, out)
+    if trainer.is_global_zero:
+        print_config_tree(cfg, save_to=out / "config_tree.txt")
+        OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
+        dm.write_splits(out)
+    counts = {"params/trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
+              "params/deployed": _param_count(module.deploy_net)}
+    if hasattr(module, "teacher"):
+        counts["params/teacher"] = _param_count(module.teacher)
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**to_plain(cfg), **counts})
+
+    results: Dict[str, Any] = {"output_dir": str(out), **counts}
+    try:
+        if cfg.get("train", True):
+            trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
+            results["train"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test", True):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if not best and (out / "checkpoints" / "best.ckpt").is_file():
+                best = str(out / "checkpoints" / "best.ckpt")
+            module.artefact_dir = out
+            trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
+            results["test"] = module.test_results
+            results["best_checkpoint"] = best or None
+    finally:
+        _finish_wandb()
+    metric = trainer.callback_metrics.get(cfg.get("optimized_metric", "val/balanced_accuracy"))
+    results["optimized_metric"] = float(metric) if metric is not None else None
+    return results
+
+
+def _eval_data_overrides(cfg: DictConfig, meta: Dict[str, Any]) -> None:
+    """Evaluate at the checkpoint's image size unless data.image_size was given explicitly."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        given = any(o.split("=")[0].lstrip("+~") == "data.image_size" for o in HydraConfig.get().overrides.task)
+    except Exception:
+        given = False
+    if not given and meta.get("image_size"):
+        with open_dict(cfg):
+            cfg.data.image_size = int(meta["image_size"])
+
+
+def run_eval(cfg: DictConfig) -> Dict[str, Any]:
+    """Test artefacts (metrics.json, per_class.csv, predictions.csv, confusion_matrix.png) for a checkpoint."""
+    import lightning.pytorch as pl
+
+    from hdkd_lightning.checkpoint import network_from_checkpoint
+    from hdkd_lightning.lit.evaluate import EvalModule
+
+    check_trainer_config(cfg.trainer)
+    net, meta = network_from_checkpoint(cfg.ckpt_path)
+    _eval_data_overrides(cfg, meta)
+    out = _output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True)
+    dm = build_datamodule(cfg)
+    data_name = hydra_choice("data", "data")
+    if list(dm.class_names) != list(meta["class_names"]):
+        raise ConfigError(f"checkpoint {cfg.ckpt_path} classes {meta['class_names']} differ from data={data_name} "
+                          f"classes {list(dm.class_names)}; evaluate on the data it was trained for")
+    if meta.get("image_size") and int(meta["image_size"]) != int(dm.image_size):
+        raise ConfigError(f"checkpoint {cfg.ckpt_path} expects image size {meta['image_size']} but "
+                          f"data.image_size={dm.image_size}; drop the data.image_size override")
+    module = EvalModule(net, meta)
+    module.artefact_dir = out
+    with open_dict(cfg):
+        cfg.callbacks = None
+    trainer = _build_trainer(cfg, out)
+    if trainer.is_global_zero:
+        dm.write_splits(out)
+    split = cfg.get("split", "test")
+    if split not in ("test", "val"):
+        raise ConfigError(f"split={split}: choose test or val")
+    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    try:
+        trainer.test(module, dataloaders=loader)
+    finally:
+        _finish_wandb()
+    results = dict(module.test_results, checkpoint=str(cfg.ckpt_path), split=split, output_dir=str(out))
+    if trainer.is_global_zero:
+        from hdkd_lightning.lit.metrics import format_metrics_table
+        import rich
+
+        rich.print(format_metrics_table(results, f"{meta['arch']} on {data_name} ({split})"))
+        log.info("artefacts written to %s", out)
+    return results
+
+
+def _list_images(root: Path) -> List[Path]:
+    from hdkd_lightning.data.io import IMAGE_EXTENSIONS
+
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise ConfigError(f"input={root}: no such file or folder")
+    found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not found:
+        raise ConfigError(f"input={root}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in the folder")
+    return found
+
+
+def run_predict(cfg: DictConfig) -> Path:
+    """Class probabilities for an image file or a folder of images, written as CSV."""
+    import torch
+
+    from hdkd_lightning.checkpoint import network_from_checkpoint
+    from hdkd_lightning.data.datamodule import ImagePathsDataset
+    from hdkd_lightning.lit.metrics import write_predictions_csv
+
+    net, meta = network_from_checkpoint(cfg.ckpt_path)
+    paths = _list_images(Path(cfg.input).expanduser())
+    dataset = ImagePathsDataset([str(p) for p in paths], image_size=int(meta["image_size"]),
+                                max_image_pixels=cfg.get("max_image_pixels"))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers))
+    probs = []
+    with torch.inference_mode():
+        for batch in loader:
+            p = torch.softmax(net(batch["image"]).float(), dim=1)
+            if cfg.get("tta_flip", False):
+                p = (p + torch.softmax(net(torch.flip(batch["image"], dims=[3])).float(), dim=1)) / 2
+            probs.append(p)
+    probs_t = torch.cat(probs) if probs else torch.zeros(0, len(meta["class_names"]))
+    output = Path(cfg.output).expanduser()
+    if not output.is_absolute():
+        output = Path(os.getcwd()) / output
+    write_predictions_csv(output, meta["class_names"], [str(p) for p in paths], probs_t)
+    log.info("wrote %d predictions to %s", len(paths), output)
+    return output
+
+
+def run_convert(cfg: DictConfig) -> Path:
+    """A weights file of the original code -> a checkpoint usable by eval, predict and as teacher."""
+    import lightning
+    import timm
+
+    from hdkd_lightning.checkpoint import META_KEY
+    from hdkd_lightning.lit.checkpoint_io import AtomicCheckpointIO
+    from hdkd_lightning.models.original import ARCHS, checkpoint_filter_fn, infer_model_kwargs, load_strict, read_state_dict
+
+    if cfg.arch not in ARCHS:
+        raise ConfigError(f"arch={cfg.arch}: choose one of {', '.join(ARCHS)}")
+    sd = checkpoint_filter_fn(read_state_dict(cfg.input))
+    kwargs = infer_model_kwargs(sd, cfg.arch)
+    image_size = int(cfg.image_size) if cfg.get("image_size") else int(kwargs.get("img_size", 224))
+    if kwargs.get("img_size", image_size) != image_size:
+        raise ConfigError(f"image_size={image_size}: {cfg.input} was built for {kwargs['img_size']} px (its position "
+                          f"embedding); set image_size={kwargs['img_size']}")
+    kwargs["img_size"] = image_size
+    net = timm.create_model(cfg.arch, **kwargs)  # refuses image sizes the network cannot take
+    load_strict(net, sd, source=str(cfg.input))
+    if cfg.get("class_names"):
+        class_names = list(cfg.class_names)
+    elif cfg.get("data") is not None:
+        class_names = list(build_datamodule(cfg).class_names)
+    else:
+        class_names = [f"class_{i}" for i in range(net.num_classes)]
+    if len(class_names) != net.num_classes:
+        raise ConfigError(f"{cfg.input} has {net.num_classes} classes but {len(class_names)} class names were given "
+                          f"({class_names}); give exactly {net.num_classes} in class_names=[...]")
+    kind = {"hdkd_teacher": "teacher", "hdkd_student": "student", "hdkd_student_distilled": "distill"}[cfg.arch]
+    ckpt = {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+            "pytorch-lightning_version": lightning.__version__,
+            META_KEY: {"kind": kind, "arch": cfg.arch, "net_kwargs": kwargs, "prefix": "net.",
+                       "class_names": class_names, "image_size": image_size, "data": hydra_choice("data", ""),
+                       "converted_from": str(Path(cfg.input).resolve())}}
+    output = Path(cfg.output).expanduser().resolve()
+    AtomicCheckpointIO().save_checkpoint(ckpt, output)
+    log.info("converted %s (%s, %d classes) -> %s", cfg.input, cfg.arch, net.num_classes, output)
+    return output
