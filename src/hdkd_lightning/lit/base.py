@@ -17,7 +17,12 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from hdkd_lightning.checkpoint import META_KEY
-from hdkd_lightning.lit.metrics import ClassificationMetrics, log_artefacts, write_evaluation_artefacts
+from hdkd_lightning.lit.metrics import (
+    ClassificationMetrics,
+    compute_metrics,
+    log_artefacts,
+    write_evaluation_artefacts,
+)
 
 __all__ = ["ClassifierModuleBase", "plain"]
 
@@ -117,19 +122,22 @@ class ClassifierModuleBase(pl.LightningModule):
         extra = {"kind": self.kind, "model": self.hparams.get("arch_name", ""),
                  "params": sum(p.numel() for p in self.deploy_net.parameters())}
         out_dir = self.artefact_dir or Path(self.trainer.default_root_dir)
+        if not unique:
+            self.print("WARNING: the test split is empty; no test metrics or artefacts were written")
+            self.test_results = {}
+            return
+        # every process holds every row now: identical numbers everywhere, files written once
         if self.trainer.is_global_zero:
             self.test_results = write_evaluation_artefacts(out_dir, self.class_names, paths, labels, probs, extra)
         else:
-            metrics = ClassificationMetrics(len(self.class_names), self.class_names)
-            metrics.update(probs, labels)
-            self.test_results = metrics.compute()
+            self.test_results = dict(compute_metrics(self.class_names, labels, probs), **extra)
         scalars = {f"test/{k}": float(v) for k, v in self.test_results.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("params",)
                    and math.isfinite(float(v))}
         self.log_dict(scalars, rank_zero_only=True)
         if self.trainer.is_global_zero:
             for logger in self.loggers:
-                log_artefacts(logger, self.test_results, out_dir)
+                log_artefacts(logger, self.test_results, out_dir, log_scalars=False)
 
     # -- prediction ----------------------------------------------------------------------
     def predict_step(self, batch: Dict[str, Any], batch_idx: int) -> Dict[str, Any]:

@@ -1,0 +1,55 @@
+"""Helpers to run the real commands on tiny synthetic data in a temporary log directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+# 32 px images, a few dozen samples, one epoch: seconds per run on 2 CPU cores
+TINY = ["experiment=demo", "data.image_size=32", "data.train_samples=48", "data.val_samples=24",
+        "data.test_samples=24", "data.num_workers=0", "trainer.max_epochs=1", "callbacks.rich_progress_bar=null",
+        "data.batch_size=16"]
+
+
+class Runner:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.log_dir = root / "logs"
+        self.env = dict(os.environ, HDKD_LOG_DIR=str(self.log_dir), HDKD_CACHE_DIR=str(root / "cache"),
+                        WANDB_MODE="offline", WANDB_SILENT="true", HYDRA_FULL_ERROR="1")
+        self.cwd = root / "elsewhere"  # commands must work from any directory
+        self.cwd.mkdir(parents=True, exist_ok=True)
+
+    def run(self, module: str, args: List[str], check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", f"hdkd_lightning.cli.{module}", *args], cwd=self.cwd,
+                              env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                                 f"{proc.stderr[-5000:]}")
+        return proc
+
+    def latest_run(self, task: str) -> Path:
+        runs = sorted((self.log_dir / task / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+        return runs[-1]
+
+    @staticmethod
+    def metrics(run_dir: Path) -> dict:
+        return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def runner(tmp_path_factory) -> Runner:
+    return Runner(tmp_path_factory.mktemp("app"))
+
+
+@pytest.fixture(scope="session")
+def teacher_run(runner) -> Path:
+    """One trained tiny teacher (task teacher_tiny), shared by the distillation tests."""
+    runner.run("train", TINY + ["model=teacher", "task_name=teacher_tiny", "trainer.max_epochs=2"])
+    return runner.latest_run("teacher_tiny")
