@@ -109,9 +109,9 @@ def _wandb_resume(loggers_cfg: DictConfig, out: Path) -> None:
                 loggers_cfg.wandb.id = id_file.read_text().strip()
                 loggers_cfg.wandb.resume = "allow"
             else:
-                import wandb
+                import secrets
 
-                run_id = wandb.util.generate_id()
+                run_id = secrets.token_hex(4)
                 out.mkdir(parents=True, exist_ok=True)
                 id_file.write_text(run_id)
                 loggers_cfg.wandb.id = run_id
@@ -179,7 +179,7 @@ def run_train(cfg: DictConfig) -> Dict[str, Any]:
             trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
             results["train"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test", True):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            best = next((cb.best_model_path for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), "")
             if not best and (out / "checkpoints" / "best.ckpt").is_file():
                 best = str(out / "checkpoints" / "best.ckpt")
             module.artefact_dir = out
@@ -252,45 +252,36 @@ def run_eval(cfg: DictConfig) -> Dict[str, Any]:
     return results
 
 
-def _list_images(root: Path) -> List[Path]:
-    from hdkd_lightning.data.io import IMAGE_EXTENSIONS
-
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
-        raise ConfigError(f"input={root}: no such file or folder")
-    found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    if not found:
-        raise ConfigError(f"input={root}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in the folder")
-    return found
-
-
 def run_predict(cfg: DictConfig) -> Path:
-    """Class probabilities for an image file or a folder of images, written as CSV."""
+    """Class probabilities for an image file or a folder of images (recursive), written as CSV."""
     import torch
 
     from hdkd_lightning.checkpoint import network_from_checkpoint
-    from hdkd_lightning.data.datamodule import ImagePathsDataset
+    from hdkd_lightning.data.datamodule import HdkdDataModule
     from hdkd_lightning.lit.metrics import write_predictions_csv
 
     net, meta = network_from_checkpoint(cfg.ckpt_path)
-    paths = _list_images(Path(cfg.input).expanduser())
-    dataset = ImagePathsDataset([str(p) for p in paths], image_size=int(meta["image_size"]),
-                                max_image_pixels=cfg.get("max_image_pixels"))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers))
-    probs = []
+    source = Path(str(cfg.input)).expanduser()
+    if not source.exists():
+        raise ConfigError(f"input={cfg.input}: no such file or folder")
+    dm = HdkdDataModule.from_paths(source, image_size=int(meta["image_size"]), batch_size=int(cfg.batch_size),
+                                   num_workers=int(cfg.num_workers), class_names=meta["class_names"],
+                                   max_image_pixels=cfg.get("max_image_pixels"),
+                                   on_bad_image=cfg.get("on_bad_image", "error"))
+    paths, probs = [], []
     with torch.inference_mode():
-        for batch in loader:
+        for batch in dm.predict_dataloader():
             p = torch.softmax(net(batch["image"]).float(), dim=1)
             if cfg.get("tta_flip", False):
                 p = (p + torch.softmax(net(torch.flip(batch["image"], dims=[3])).float(), dim=1)) / 2
             probs.append(p)
-    probs_t = torch.cat(probs) if probs else torch.zeros(0, len(meta["class_names"]))
-    output = Path(cfg.output).expanduser()
+            paths += list(batch["path"])
+    if not paths:
+        raise ConfigError(f"input={cfg.input}: no readable images found")
+    output = Path(str(cfg.output)).expanduser()
     if not output.is_absolute():
         output = Path(os.getcwd()) / output
-    write_predictions_csv(output, meta["class_names"], [str(p) for p in paths], probs_t)
+    write_predictions_csv(output, meta["class_names"], paths, torch.cat(probs))
     log.info("wrote %d predictions to %s", len(paths), output)
     return output
 

@@ -53,3 +53,29 @@ def teacher_run(runner) -> Path:
     """One trained tiny teacher (task teacher_tiny), shared by the distillation tests."""
     runner.run("train", TINY + ["model=teacher", "task_name=teacher_tiny", "trainer.max_epochs=2"])
     return runner.latest_run("teacher_tiny")
+
+
+def make_image_folder(root: Path, classes=("benign", "malignant", "other"), n_train=14, n_test=6, size=40) -> Path:
+    """The original code's layout, train/<class>/*.png and test/<class>/*.png, with learnable images."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for k, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+                img[..., k % 3] += np.uint8(120)  # class = dominant colour channel
+                Image.fromarray(img).save(folder / f"{split}_{name}_{i:03d}.png")
+    return root
+
+
+FOLDER = ["data=image_folder", "data.image_size=32", "data.num_workers=0", "trainer=cpu", "trainer.max_epochs=1",
+          "callbacks.rich_progress_bar=null", "data.batch_size=8"]
+
+
+@pytest.fixture(scope="session")
+def image_folder(runner) -> Path:
+    return make_image_folder(runner.root / "folder_data")
