@@ -68,11 +68,19 @@ def build_module(cfg: DictConfig, dm, data_name: str):
         t_kwargs = dict(teacher.net_kwargs, img_size=dm.image_size)
         params.update(student=_net_spec(model_cfg.student, dm.num_classes, dm.image_size),
                       teacher={"arch": teacher.arch, "kwargs": t_kwargs, "source": str(path)})
-        module = cls(**params, **common)
+        module = _construct(cls, params, common)
         module.load_teacher_state(teacher.state_dict)
         return module
     params["net"] = _net_spec(model_cfg.net, dm.num_classes, dm.image_size)
-    return cls(**params, **common)
+    return _construct(cls, params, common)
+
+
+def _construct(cls, params: Dict[str, Any], common: Dict[str, Any]):
+    """Build the module; an architecture the data cannot feed (e.g. image size) is a config error."""
+    try:
+        return cls(**params, **common)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _instantiate_dict(node: Optional[DictConfig]) -> List[Any]:
@@ -127,13 +135,13 @@ def _finish_wandb() -> None:
             wandb.finish()
 
 
-def _build_trainer(cfg: DictConfig, out: Path):
+def _build_trainer(cfg: DictConfig, out: Path, extra_callbacks=()):
     from hydra.utils import instantiate
 
     from hdkd_lightning.lit.checkpoint_io import AtomicCheckpointIO
 
     _wandb_resume(cfg.get("logger"), out)
-    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    callbacks = _instantiate_dict(cfg.get("callbacks")) + list(extra_callbacks)
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                           plugins=[AtomicCheckpointIO()], default_root_dir=str(out))
@@ -144,8 +152,11 @@ def _param_count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def run_train(cfg: DictConfig) -> Dict[str, Any]:
-    """Fit, then test once with the best checkpoint (chosen on validation balanced accuracy)."""
+def run_train(cfg: DictConfig, extra_callbacks=()) -> Dict[str, Any]:
+    """Fit, then test once with the best checkpoint (chosen on validation balanced accuracy).
+
+    ``extra_callbacks`` are added to the configured ones (used by scripts that observe a run).
+    """
     import lightning.pytorch as pl
 
     check_trainer_config(cfg.trainer)
@@ -161,7 +172,7 @@ def run_train(cfg: DictConfig) -> Dict[str, Any]:
     data_name = hydra_choice("data", "data")
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm, data_name)
-    trainer = _build_trainer(cfg, out)
+    trainer = _build_trainer(cfg, out, extra_callbacks)
     if trainer.is_global_zero:
         print_config_tree(cfg, save_to=out / "config_tree.txt")
         OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
