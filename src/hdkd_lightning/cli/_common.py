@@ -43,7 +43,7 @@ def hydra_command(config_name: str) -> Callable:
 
             user_errors = (ConfigError, CheckpointError, OriginalCheckpointError, FileNotFoundError)
             try:
-                from hdkd_lightning.data.errors import DataError  # the data layer's own error type
+                from hdkd_lightning.data.base import DataError  # the data layer's own error type
 
                 user_errors += (DataError,)
             except ImportError:

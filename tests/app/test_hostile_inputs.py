@@ -1,0 +1,71 @@
+"""A folder with one of each hostile file: a run refuses it by name, or skips the bad ones and finishes."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.app.conftest import FOLDER, make_image_folder
+
+
+def add_hostile_files(folder: Path) -> dict:
+    """One of each kind into train/benign; returns which names must be dropped by skip."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    good = Image.fromarray(rgb)
+    good.save(folder / "full.jpg", quality=90)
+    data = (folder / "full.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "zero_bytes.jpg").write_bytes(b"")
+    Image.fromarray((rng.integers(0, 65535, (40, 40))).astype(np.uint16)).save(folder / "sixteen_bit.png")
+    Image.fromarray(np.dstack([rgb, np.full((40, 40), 128, np.uint8)])).save(folder / "rgba.png")
+    good.convert("P").save(folder / "palette.png")
+    good.convert("CMYK").save(folder / "cmyk.jpg")
+    good.save(folder / "actually_png.jpg", format="PNG")  # wrong extension, valid image
+    good.save(folder / "név with spaces ü.png")
+    # huge declared dimensions: a PNG header claiming 100000 x 100000 pixels
+    Image.new("L", (1, 1)).save(folder / "bomb.png")
+    raw = bytearray((folder / "bomb.png").read_bytes())
+    raw[16:24] = (100000).to_bytes(4, "big") + (100000).to_bytes(4, "big")
+    (folder / "bomb.png").write_bytes(bytes(raw))
+    loop = folder / "loop"
+    loop.mkdir()
+    os.symlink("..", loop / "again")
+    (folder / ".DS_Store").write_bytes(b"\x00\x01junk")
+    return {"bad": {"truncated.jpg", "zero_bytes.jpg", "bomb.png"},
+            "fine": {"sixteen_bit.png", "rgba.png", "palette.png", "cmyk.jpg", "actually_png.jpg",
+                     "név with spaces ü.png", "full.jpg"}}
+
+
+@pytest.fixture(scope="module")
+def hostile_root(runner):
+    root = make_image_folder(runner.root / "hostile")
+    kinds = add_hostile_files(root / "train" / "benign")
+    return root, kinds
+
+
+def test_bad_files_are_named_before_training(runner, hostile_root):
+    root, kinds = hostile_root
+    proc = runner.run("train", FOLDER + [f"data.root={root}", "model=teacher", "task_name=hostile_error",
+                                         "data.max_image_pixels=100000000"], check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    for name in kinds["bad"]:
+        assert name in out, name
+    assert "on_bad_image=skip" in out
+    assert not list((runner.log_dir / "hostile_error").rglob("*.ckpt"))
+
+
+def test_skip_drops_only_the_bad_files_and_the_run_finishes(runner, hostile_root):
+    root, kinds = hostile_root
+    runner.run("train", FOLDER + [f"data.root={root}", "model=teacher", "task_name=hostile_skip",
+                                  "data.on_bad_image=skip", "data.max_image_pixels=100000000"])
+    run = runner.latest_run("hostile_skip")
+    used = (run / "splits.csv").read_text()
+    for name in kinds["bad"]:
+        assert name not in used, name
+    for name in kinds["fine"]:
+        assert name in used, name
+    assert (run / "metrics.json").is_file()
