@@ -1,0 +1,85 @@
+"""Kills at any moment leave a usable last.ckpt; a resumed deterministic run equals an uninterrupted one."""
+
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from hdkd_lightning.checkpoint import read_checkpoint
+from hdkd_lightning.lit.checkpoint_io import AtomicCheckpointIO
+from tests.app.conftest import TINY
+
+DETERMINISTIC = TINY + ["model=student", "trainer.deterministic=true", "test=false", "trainer.max_epochs=4",
+                        "model.optimizer.lr=1e-3"]
+
+
+def _write_big(path):
+    AtomicCheckpointIO().save_checkpoint({"weights": torch.ones(150_000_000)}, path)  # ~600 MB, seconds to write
+
+
+def test_kill_during_checkpoint_write_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"weights": torch.arange(10.0), "epoch": 3}, path)
+    proc = mp.get_context("fork").Process(target=_write_big, args=(path,))
+    proc.start()
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("last.ckpt.tmp-*")) and time.time() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    ckpt = read_checkpoint(path)
+    assert ckpt["epoch"] == 3 and torch.equal(ckpt["weights"], torch.arange(10.0))
+
+
+def _final_weights(run_dir):
+    return read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+
+
+def _popen(runner, args):
+    return subprocess.Popen([sys.executable, "-m", "hdkd_lightning.cli.train", *args], cwd=runner.cwd,
+                            env=runner.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for(predicate, proc, timeout=300):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def test_sigkill_mid_epoch_and_mid_write_then_resume_equals_uninterrupted(runner):
+    runner.run("train", DETERMINISTIC + ["task_name=crash_reference"])
+    reference = _final_weights(runner.latest_run("crash_reference"))
+
+    # 1. kill in the middle of epoch 1 (after the first last.ckpt exists)
+    proc = _popen(runner, DETERMINISTIC + ["task_name=crash_me"])
+    ckpt_dir = lambda: [p for p in (runner.log_dir / "crash_me").glob("runs/*/checkpoints")]
+    _wait_for(lambda: any((d / "last.ckpt").is_file() for d in ckpt_dir()), proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run = runner.latest_run("crash_me")
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] >= 0
+
+    # 2. resume, and kill again while a checkpoint is being written
+    proc = _popen(runner, DETERMINISTIC + ["task_name=crash_me", "ckpt_path=last"])
+    _wait_for(lambda: bool(list((run / "checkpoints").glob("*.tmp-*"))), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    survived = read_checkpoint(run / "checkpoints" / "last.ckpt")  # intact: the old or the new complete file
+    assert "state_dict" in survived
+
+    # 3. resume to the end
+    runner.run("train", DETERMINISTIC + ["task_name=crash_me", "ckpt_path=last"])
+    final = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert final["epoch"] == 3
+    resumed = final["state_dict"]
+    assert resumed.keys() == reference.keys()
+    worst = max((resumed[k].float() - reference[k].float()).abs().max().item() for k in reference)
+    assert worst == 0.0, f"resumed weights differ from the uninterrupted run by {worst}"

@@ -1,0 +1,70 @@
+"""``hdkd-data inspect|cache``: counts in the JSON match the files on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hdkd_lightning.cli.data import main
+
+from hdkd_data_fixtures import make_brain, make_isic, write_image
+
+
+def test_inspect_json_matches_disk_with_broken_files(tmp_path, cache_env):
+    root = make_brain(tmp_path / "brain")
+    (root / "Testing" / "glioma" / "Te-gl_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut")
+    (root / "Training" / ".DS_Store").write_bytes(b"\0")
+    bmp = write_image(root / "Training" / "notumor" / "Tr-no_bmp.bmp", size=(64, 64))
+    bmp.write_bytes(bmp.read_bytes()[:-2000])  # only a full decode notices
+    out = tmp_path / "r.json"
+    rc = main(["inspect", "data=brain_tumor", f"data.root={root}", "--json", str(out),
+               "--splits", str(tmp_path / "s.csv"), "-q"])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["classes"] == ["glioma", "meningioma", "notumor", "pituitary"]
+    for cls in r["classes"]:
+        on_disk_train = len(list((root / "Training" / cls).glob("*.jpg")))
+        on_disk_test = len([p for p in (root / "Testing" / cls).glob("*.jpg") if "broken" not in p.name])
+        assert r["splits"]["train"][cls] + r["splits"]["val"][cls] == on_disk_train
+        assert r["splits"]["test"][cls] == on_disk_test
+    assert r["bad_files"] == sorted([str((root / "Testing" / "glioma" / "Te-gl_broken.jpg").resolve()),
+                                     str(bmp.resolve())])
+    assert r["groups_across_splits"] == 0 and r["duplicates_across_splits"] == 0
+    assert r["duplicates_removed"] == 0 and r["image_modes"] == {"RGB": 22, "L": 12}
+    assert (tmp_path / "s.csv").read_text().startswith("path,label,split,group")
+    assert any(cache_env.glob("checks/*.json"))  # HDKD_CACHE_DIR honoured
+
+
+def test_inspect_isic_and_cache_command(tmp_path, cache_env):
+    root = make_isic(tmp_path / "isic")
+    out = tmp_path / "r.json"
+    assert main(["inspect", "data=isic2018", f"data.root={root}", "--json", str(out), "-q"]) == 0
+    r = json.loads(out.read_text())
+    assert {s: sum(v.values()) for s, v in r["splits"].items()} == {"train": 28, "val": 7, "test": 14}
+    assert r["splits"]["val"] == {c: 1 for c in r["classes"]}
+    assert main(["cache", "data=isic2018", f"data.root={root}", "data.image_size=16", "-q"]) == 0
+    assert len(list(cache_env.glob("images/isic2018-*-16px-area-*/images.u8"))) == 1
+
+
+def test_bad_data_and_bad_config_exit_2(tmp_path, cache_env, capsys):
+    assert main(["inspect", "data=ham10000", f"data.root={tmp_path / 'missing'}", "-q"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["inspect", "data=nope", "-q"]) == 2
+
+
+def test_runs_from_any_directory(tmp_path):
+    env = dict(os.environ, HDKD_CACHE_DIR=str(tmp_path / "c"))
+    out = tmp_path / "syn.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from hdkd_lightning.cli.data import main; sys.exit(main())",
+         "inspect", "data=synthetic", "data.num_classes=3", "data.train_samples=12",
+         "data.val_samples=3", "data.test_samples=3", "--json", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["classes"] == ["class_0", "class_1", "class_2"]
+    assert sum(r["splits"]["train"].values()) == 12 and "class_0" in proc.stdout
+    assert not any(p.name == "outputs" for p in Path(tmp_path).iterdir())
