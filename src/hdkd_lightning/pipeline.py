@@ -105,6 +105,11 @@ def _resume_checkpoint(cfg: DictConfig) -> Optional[Path]:
     path = Path(cfg.ckpt_path).expanduser()
     if not path.is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    from hdkd_lightning.checkpoint import is_project_checkpoint, read_checkpoint
+
+    if not is_project_checkpoint(read_checkpoint(path)):  # refuses unsafe files with a clear error
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a training checkpoint of this project; to start from "
+                          f"other weights use model.teacher.ckpt_path (teacher) or hdkd-convert")
     return path
 
 

@@ -159,3 +159,32 @@ def test_convert_original_weights(runner, parity_dir, tmp_path):
     out = proc.stderr + proc.stdout
     assert proc.returncode == 2
     assert "classes ['glioma', 'meningioma', 'notumor', 'pituitary'] differ from data=synthetic" in out
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_everywhere(runner, image_folder, tmp_path):
+    import pickle
+
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.ckpt"
+    with open(evil, "wb") as f:
+        pickle.dump({"state_dict": {}, "hdkd": {"x": _RunsCode(marker)}}, f)
+    commands = [
+        ("predict", [f"ckpt_path={evil}", f"input={image_folder / 'test'}", f"output={tmp_path / 'p.csv'}"]),
+        ("evaluate", [f"ckpt_path={evil}", "data=image_folder", f"data.root={image_folder}", "trainer=cpu"]),
+        ("train", TINY + ["model=distill", f"model.teacher.ckpt_path={evil}", "task_name=evil"]),
+        ("train", TINY + ["model=teacher", f"ckpt_path={evil}", "task_name=evil_resume"]),
+        ("convert", [f"input={evil}", "arch=hdkd_teacher", f"output={tmp_path / 'c.ckpt'}"]),
+    ]
+    for module, args in commands:
+        proc = runner.run(module, args, check=False)
+        assert proc.returncode == 2, (module, proc.stderr[-2000:])
+        assert "refused to load" in proc.stderr + proc.stdout, module
+        assert not marker.exists(), f"{module} executed code from the file"

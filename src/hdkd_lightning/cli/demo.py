@@ -20,10 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, List
 
+# the teacher is the costliest network per epoch; it gets fewer epochs to keep the demo short
 STAGES = [
-    ("teacher", "teacher", []),
-    ("student", "student", ["model.optimizer.lr=1e-3", "model.scheduler.warmup_t=1"]),
-    ("hdkd", "distill", ["model.optimizer.lr=1e-3", "model.scheduler.warmup_t=1"]),
+    ("teacher", "teacher", ["trainer.max_epochs=6"]),
+    ("student", "student", ["model.optimizer.lr=1e-3", "model.scheduler.warmup_t=1", "trainer.max_epochs=10"]),
+    ("hdkd", "distill", ["model.optimizer.lr=1e-3", "model.scheduler.warmup_t=1", "trainer.max_epochs=10"]),
 ]
 
 
