@@ -7,6 +7,7 @@ none, exact-erf GELU, eps 1e-5 norms) so that weights of the original code load 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["StemConv", "ChannelAttention", "SpatialAttention", "Cbam", "SqueezeExcite", "MbBlock"]
@@ -36,9 +37,12 @@ class ChannelAttention(nn.Module):
         self.fc2 = nn.Conv2d(hidden, chs, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        avg = x.mean(dim=(2, 3), keepdim=True)
-        mx = x.amax(dim=(2, 3), keepdim=True)
-        return torch.sigmoid(self.fc2(self.act(self.fc1(avg))) + self.fc2(self.act(self.fc1(mx))))
+        # The 1x1 convs act on pooled vectors: run them once, as matrix products, on the stacked
+        # [avg; max] batch (same weights and result; 1x1 convs on 1x1 maps are slow on CPU).
+        b = x.shape[0]
+        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=0)
+        h = F.linear(self.act(F.linear(pooled, self.fc1.weight.flatten(1))), self.fc2.weight.flatten(1))
+        return torch.sigmoid(h[:b] + h[b:])[:, :, None, None]
 
 
 class SpatialAttention(nn.Module):

@@ -1,0 +1,98 @@
+"""hdkd-bench: the original pattern gives our loss, the mismatch check fires, the JSON has its structure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from hdkd_lightning.bench import count_flops, original_pattern_forward
+from hdkd_lightning.bench.suite import DistillStep, LossMismatchError, build_models, check_losses, make_batch
+from hdkd_lightning.cli import bench
+from hdkd_lightning.distillation import distill_forward
+from hdkd_lightning.losses import HdkdLoss
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_original_pattern_same_loss_as_single_pass():
+    teacher, student = build_models(32)
+    images, labels = make_batch(32, 2)
+    loss_fn = HdkdLoss()
+    with torch.no_grad():
+        ours, parts = distill_forward(student, teacher, loss_fn, images, labels)[:2]
+        orig, orig_parts = original_pattern_forward(student, teacher, loss_fn, images, labels)
+    torch.testing.assert_close(orig, ours, rtol=1e-6, atol=1e-6)
+    for k in ("loss_ce", "loss_kd", "loss_feat_s1", "loss_feat_s2", "loss_feat_s3"):
+        torch.testing.assert_close(orig_parts[k], parts[k], rtol=1e-6, atol=1e-6)
+
+
+def test_loss_check_detects_a_different_computation():
+    teacher, student = build_models(32)
+    images, labels = make_batch(32, 2)
+    steps = {"original": DistillStep(student, teacher, images, labels, "original"),
+             "ours": DistillStep(student, teacher, images, labels, "ours", channels_last=True, fold_teacher=True)}
+    values = check_losses(steps)
+    assert values["ours"] == pytest.approx(values["original"], rel=1e-4)
+    with torch.no_grad():
+        steps["ours"].student.head.weight.mul_(-3.0)
+    with pytest.raises(LossMismatchError):
+        check_losses(steps)
+
+
+def test_step_changes_weights_without_host_sync():
+    teacher, student = build_models(32)
+    images, labels = make_batch(32, 2)
+    step = DistillStep(student, teacher, images, labels)
+    before = step.student.head.weight.clone()
+    loss = step()
+    assert isinstance(loss, torch.Tensor) and loss.requires_grad is False
+    assert not torch.equal(before, step.student.head.weight)
+
+
+def test_flop_counter_counts_matmuls():
+    lin = nn.Linear(16, 8, bias=False)
+    x = torch.randn(4, 16)
+    assert count_flops(lambda: lin(x)) == 2 * 4 * 16 * 8
+
+
+def test_tiny_bench_json(tmp_path):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--tiny", "--quiet", "--threads", "1", "--only", "distill", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["sections"] == ["distill"]
+    entry = res["distill_step"][0]
+    for key in ("image_size", "batch_size", "precision", "ours_img_s", "original_pattern_img_s"):
+        assert key in entry
+    assert entry["image_size"] == 32 and entry["precision"] == "32-true"
+    assert entry["ours_img_s"] > 0 and entry["original_pattern_img_s"] > 0
+    assert entry["loss_rel_diff"] < 1e-4
+    assert entry["gflop_per_img_original"] > entry["gflop_per_img_ours"] > 0
+    eff = res["efficiency"][0]
+    assert 0 < eff["step_fraction_of_matmul"] < 2
+    assert res["precision"][0]["loss_rel_diff"] < 0.1
+
+
+def test_section_filters():
+    args = bench._parse(["--quick", "--skip-inference", "--skip", "pipeline"])
+    assert bench._sections(args) == ["distill", "default-alloc"]  # quick: no compile, no profile
+    assert bench._sections(bench._parse(["--only", "inference"])) == ["inference"]
+    with pytest.raises(SystemExit):
+        bench._sections(bench._parse(["--only", "nope"]))
+
+
+def test_flop_counter_grouped_conv_backward_corrected():
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    fwd = count_flops(lambda: conv(x))
+    assert fwd == 2 * 2 * 8 * 36 * 9
+    assert count_flops(lambda: conv(x).sum().backward()) == 3 * fwd  # forward + input grad + weight grad
