@@ -131,3 +131,16 @@ def test_each_network_runs_once_per_distillation_step(tmp_path):
     loss, parts, _ = distill_forward(student, teacher, HdkdLoss(), torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))
     loss.backward()
     assert calls == {"teacher": 1, "student": 1, "dflt": 1}
+
+
+def test_optuna_search_composes_over_existing_keys():
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=distill_brain", "hparams_search=optuna"],
+                      return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    for key in cfg.hydra.sweeper.params:
+        node = cfg
+        for part in key.split("."):
+            assert part in node, f"searched key {key} does not exist"
+            node = node[part]
