@@ -144,3 +144,25 @@ def test_optuna_search_composes_over_existing_keys():
         for part in key.split("."):
             assert part in node, f"searched key {key} does not exist"
             node = node[part]
+
+
+@pytest.mark.parametrize("mode", ["error", "skip"])
+def test_nonfinite_loss_stops_with_the_components_or_skips(tmp_path, mode):
+    from hdkd_lightning.lit.teacher import TeacherModule
+    from hdkd_lightning.pipeline import _net_spec
+
+    cfg, dm = _tiny_datamodule(tmp_path)
+    mcfg = _compose("train", ["model=teacher"]).model
+    module = TeacherModule(net=_net_spec(mcfg.net, dm.num_classes, 32), class_names=dm.class_names,
+                           optimizer=mcfg.optimizer, nonfinite_loss=mode)
+    module.net.register_forward_hook(lambda m, i, out: out * float("nan"))
+    before = [p.detach().clone() for p in module.net.parameters()]
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, accelerator="cpu", logger=False,
+                         enable_progress_bar=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    if mode == "error":
+        with pytest.raises(FloatingPointError, match=r"non-finite loss at epoch 0, global step 0: loss_ce=nan"):
+            trainer.fit(module, datamodule=dm)
+    else:
+        trainer.fit(module, datamodule=dm)
+        # both steps skipped: no gradient, no update
+        assert all(torch.equal(a, b) for a, b in zip(before, module.net.parameters()))
