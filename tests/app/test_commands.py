@@ -120,9 +120,12 @@ def test_wandb_logger_works_offline(runner):
     (["trainer.devices=64", "trainer=cpu"], "trainer.devices=64"),
     (["trainer.precision=16-mixed", "trainer=cpu"], "trainer.precision=16-mixed needs a GPU"),
     (["model=distill", "model.teacher.experiment=never_trained"], "hdkd-train experiment=never_trained"),
+    (["model=student", "data.image_size=40"], "image size 40 is not supported"),
+    (["data=brain_tumor", "data.root=/nonexistent/brain"], "data.root=/nonexistent/brain does not exist"),
 ])
 def test_config_mistakes_fail_before_training(runner, overrides, message):
-    proc = runner.run("train", TINY + overrides + ["task_name=mistake"], check=False)
+    base = TINY if not any(o.startswith("data=") for o in overrides) else ["experiment=demo"]
+    proc = runner.run("train", base + overrides + ["task_name=mistake"], check=False)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
     assert not list((runner.log_dir / "mistake").rglob("*.ckpt"))
