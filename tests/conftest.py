@@ -24,3 +24,14 @@ def datasets_dir() -> Path:
     if not DATASETS_DIR.is_dir():
         pytest.skip(f"real datasets not found at {DATASETS_DIR} (../shared is absent)")
     return DATASETS_DIR
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits when the cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

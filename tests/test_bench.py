@@ -15,13 +15,7 @@ from hdkd_lightning.distillation import distill_forward
 from hdkd_lightning.losses import HdkdLoss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_original_pattern_same_loss_as_single_pass():

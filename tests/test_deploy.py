@@ -15,13 +15,7 @@ FP32_TOL = 1e-4  # rtol = atol for logits and stage outputs (measured: ~1e-6)
 BF16_TOL = 0.05  # bf16 weights and activations: 3 significant digits, through 20+ layers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
