@@ -35,7 +35,7 @@ def build_datamodule(cfg: DictConfig):
     """Instantiate ``cfg.data`` and index it (class names, splits) before any training."""
     from hydra.utils import instantiate
 
-    dm = instantiate(cfg.data, _recursive_=False) if "_recursive_" not in cfg.data else instantiate(cfg.data)
+    dm = instantiate(cfg.data, _recursive_=False)  # the DataModule builds its source and transforms itself
     dm.prepare_data()
     dm.setup("fit")
     return dm
