@@ -142,8 +142,8 @@ def count_batchnorms(model: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def _finish(model: nn.Module, channels_last: bool, dtype: Optional[torch.dtype]) -> nn.Module:
-    model = fold_batchnorm(model)
+def _finish(model: nn.Module, channels_last: bool, dtype: Optional[torch.dtype], fold: bool = True) -> nn.Module:
+    model = fold_batchnorm(model) if fold else copy.deepcopy(model).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     if dtype is not None:
@@ -153,14 +153,16 @@ def _finish(model: nn.Module, channels_last: bool, dtype: Optional[torch.dtype])
     return model.eval()
 
 
-def prepare_teacher(teacher: nn.Module, channels_last: bool = True, dtype: Optional[torch.dtype] = None) -> nn.Module:
+def prepare_teacher(teacher: nn.Module, channels_last: bool = True, dtype: Optional[torch.dtype] = None,
+                    fold: bool = True) -> nn.Module:
     """The frozen teacher in its cheapest inference form for distillation.
 
-    BatchNorm folded, no gradients, eval mode, channels-last (optional) and ``dtype`` (e.g.
-    ``torch.bfloat16``; feed it images of that dtype, e.g. through ``distill_forward``'s
-    ``teacher_images``; the loss upcasts the teacher's outputs to fp32). Returns a new module.
+    BatchNorm folded (unless ``fold=False``), no gradients, eval mode, channels-last (optional)
+    and ``dtype`` (e.g. ``torch.bfloat16``; feed it images of that dtype, e.g. through
+    ``distill_forward``'s ``teacher_images``; the loss upcasts the teacher's outputs to fp32).
+    Returns a new module on the teacher's device; the argument is left untouched.
     """
-    return _finish(teacher, channels_last, dtype)
+    return _finish(teacher, channels_last, dtype, fold)
 
 
 def deploy_student(model: nn.Module, channels_last: bool = True, dtype: Optional[torch.dtype] = None) -> nn.Module:

@@ -166,3 +166,33 @@ def test_nonfinite_loss_stops_with_the_components_or_skips(tmp_path, mode):
         trainer.fit(module, datamodule=dm)
         # both steps skipped: no gradient, no update
         assert all(torch.equal(a, b) for a, b in zip(before, module.net.parameters()))
+
+
+def test_deferred_nonfinite_check_stops_before_any_checkpoint(tmp_path, monkeypatch):
+    """On accelerators the loss is not read every step; a NaN still stops the run before a checkpoint."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from hdkd_lightning.lit.base import ClassifierModuleBase
+    from hdkd_lightning.lit.teacher import TeacherModule
+    from hdkd_lightning.pipeline import _net_spec
+
+    monkeypatch.setattr(ClassifierModuleBase, "_defer_nonfinite_check", lambda self, loss: True)
+    cfg, dm = _tiny_datamodule(tmp_path)
+    mcfg = _compose("train", ["model=teacher"]).model
+    module = TeacherModule(net=_net_spec(mcfg.net, dm.num_classes, 32), class_names=dm.class_names,
+                           optimizer=mcfg.optimizer)
+    calls = {"n": 0}
+
+    def nan_on_first_call(m, i, out):
+        calls["n"] += 1
+        return out * float("nan") if calls["n"] == 1 else out
+    module.net.register_forward_hook(nan_on_first_call)
+    ckpt_dir = tmp_path / "ckpt"
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=0, accelerator="cpu", logger=False,
+                         enable_progress_bar=False, log_every_n_steps=50, default_root_dir=tmp_path,
+                         callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True)])
+    with pytest.raises(FloatingPointError, match=r"non-finite loss in 2 training step\(s\) up to epoch 0"):
+        trainer.fit(module, datamodule=dm)
+    # the epoch's second step ran (the NaN was not read within the step); the count was read at the epoch's end
+    assert calls["n"] == len(dm.train_dataloader()) == 2
+    assert not ckpt_dir.exists() or not any(ckpt_dir.iterdir())

@@ -76,6 +76,11 @@ def native_bf16(device: str = "cpu") -> bool:
         return False
 
 
+def default_channels_last(device: str) -> bool:
+    """``model.channels_last=auto``: channels-last on CUDA, NCHW on the CPU (as DistillModule does)."""
+    return device.startswith("cuda")
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -210,18 +215,22 @@ def run_distill(cfg: BenchConfig, with_variants: bool = True, with_bf16: bool = 
             cfg.log(f"distill step {image_size} px batch {batch} on {device}")
             teacher, student = build_models(image_size, cfg.seed)
             images, labels = make_batch(image_size, batch, cfg.seed)
+            cl = default_channels_last(device)
             steps = {
                 "original": DistillStep(student, teacher, images, labels, "original", device=device),
-                "ours": DistillStep(student, teacher, images, labels, "ours", channels_last=True, fold_teacher=True,
+                "ours": DistillStep(student, teacher, images, labels, "ours", channels_last=cl, fold_teacher=True,
                                     device=device),
             }
-            if with_variants:
-                steps["ours_nchw_unfolded"] = DistillStep(student, teacher, images, labels, "ours", device=device)
+            if with_variants:  # the alternatives the defaults were chosen against
+                steps["ours_other_layout"] = DistillStep(student, teacher, images, labels, "ours", channels_last=not cl,
+                                                         fold_teacher=True, device=device)
+                steps["ours_unfolded_teacher"] = DistillStep(student, teacher, images, labels, "ours", channels_last=cl,
+                                                             device=device)
             losses = check_losses(steps)
             cases: Dict[str, Callable] = dict(steps)
             loss_bf16 = None
             if with_bf16 and bf16_ok:
-                steps_bf16 = DistillStep(student, teacher, images, labels, "ours", channels_last=True,
+                steps_bf16 = DistillStep(student, teacher, images, labels, "ours", channels_last=cl,
                                          amp=torch.bfloat16, teacher_dtype=torch.bfloat16, device=device)
                 loss_bf16 = steps_bf16.loss_value()
                 cases["ours_bf16"] = steps_bf16
@@ -247,7 +256,8 @@ def run_distill(cfg: BenchConfig, with_variants: bool = True, with_bf16: bool = 
                 "speedup": img_s["ours"] / img_s["original"],
                 "loss_ours": losses["ours"], "loss_original_pattern": losses["original"],
                 "loss_rel_diff": abs(losses["ours"] - losses["original"]) / abs(losses["original"]),
-                "ours_config": "channels-last student + BN-folded channels-last fp32 teacher",
+                "ours_config": f"{'channels-last' if cl else 'NCHW'} student + BN-folded fp32 teacher "
+                               "(DistillModule's defaults on this device)",
                 "variants_img_s": {k: v for k, v in img_s.items() if k not in ("ours", "original")},
                 "gflop_per_img_ours": step_flops / 1e9, "gflop_per_img_original": orig_flops / 1e9,
                 "timings": res,
@@ -336,7 +346,7 @@ def worker_default_alloc(image_size: int, batch: int, warmup: int, repeats: int,
     teacher, student = build_models(image_size, seed)
     images, labels = make_batch(image_size, batch, seed)
     steps = {"original": DistillStep(student, teacher, images, labels, "original"),
-             "ours": DistillStep(student, teacher, images, labels, "ours", channels_last=True, fold_teacher=True)}
+             "ours": DistillStep(student, teacher, images, labels, "ours", fold_teacher=True)}
     res = {k: summarize(v) for k, v in interleave(steps, warmup, repeats).items()}
     return {"allocator": state, "image_size": image_size, "batch_size": batch, "warmup": warmup, "repeats": repeats,
             "original_pattern_img_s": batch / res["original"]["wall_s"], "ours_img_s": batch / res["ours"]["wall_s"],
@@ -361,9 +371,8 @@ def worker_compile(image_size: int, batch: int, warmup: int, repeats: int, seed:
     configure_allocator()
     teacher, student = build_models(image_size, seed)
     images, labels = make_batch(image_size, batch, seed)
-    eager = DistillStep(student, teacher, images, labels, "ours", channels_last=True, fold_teacher=True)
-    compiled = DistillStep(student, teacher, images, labels, "ours", channels_last=True, fold_teacher=True,
-                           compile_student=True)
+    eager = DistillStep(student, teacher, images, labels, "ours", fold_teacher=True)
+    compiled = DistillStep(student, teacher, images, labels, "ours", fold_teacher=True, compile_student=True)
     t0 = time.perf_counter()
     loss_compiled = float(compiled())  # first step: compiles forward and backward
     compile_s = time.perf_counter() - t0
@@ -393,6 +402,7 @@ def _inference_models(cfg: BenchConfig) -> Dict[str, Tuple[nn.Module, nn.Module]
     out["hdkd_student (deployed)"] = (student, deploy_student(student))
     hdkd = timm.create_model("hdkd_student_distilled", num_classes=NUM_CLASSES, img_size=size).eval()
     out["hdkd (deployed)"] = (hdkd, deploy_student(hdkd))
+    out["hdkd (deployed, NCHW)"] = (hdkd, deploy_student(hdkd, channels_last=False))
     out["hdkd (eager, NCHW)"] = (hdkd, hdkd)
     for name in cfg.timm_models:
         kwargs = {"img_size": size} if name.startswith(("deit", "efficientformer")) and size != 224 else {}
@@ -413,11 +423,14 @@ def run_inference(cfg: BenchConfig) -> List[dict]:
     xb = torch.randn(batch, 3, size, size)
 
     def caller(model, x):
-        cl = x.contiguous(memory_format=torch.channels_last)
+        # each model gets its input in the layout its weights are in
+        weight = next((p for p in model.parameters() if p.dim() == 4), None)
+        if weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+            x = x.contiguous(memory_format=torch.channels_last)
 
         def run():
             with torch.inference_mode():
-                model(cl)
+                model(x)
         return run
     for name, (built, run_model) in models.items():
         with torch.no_grad():
@@ -497,7 +510,7 @@ def run_profile(cfg: BenchConfig, image_size: int, batch: int, row_limit: int = 
 
     teacher, student = build_models(image_size, cfg.seed)
     images, labels = make_batch(image_size, batch, cfg.seed)
-    step = DistillStep(student, teacher, images, labels, "ours", channels_last=True, fold_teacher=True)
+    step = DistillStep(student, teacher, images, labels, "ours", fold_teacher=True)
     step()  # warm-up
     cfg.log(f"profile of the fp32 step, {image_size} px batch {batch}")
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -57,6 +57,35 @@ class ClassifierModuleBase(pl.LightningModule):
     def deploy_net(self) -> torch.nn.Module:
         return self.net
 
+    @staticmethod
+    def _check_channels_last(value: Any) -> Any:
+        if value == "auto" or isinstance(value, bool):
+            return value
+        raise ValueError(f"model.channels_last must be true, false or auto, got {value!r}")
+
+    def channels_last_on(self, device: torch.device) -> bool:
+        """Whether training runs channels-last on ``device``.
+
+        ``auto`` (the default) means channels-last on CUDA, where convolutions (and tensor cores
+        under mixed precision) prefer it, and the default NCHW layout on the CPU, where
+        ``hdkd-bench`` measured the NCHW distillation step faster (``docs/PERFORMANCE.md``).
+        """
+        value = self.hparams.get("channels_last", "auto")
+        return device.type == "cuda" if value == "auto" else bool(value)
+
+    def _trained_networks(self) -> List[torch.nn.Module]:
+        return [self.net]
+
+    def setup(self, stage: str) -> None:
+        if self._trainer is not None and self.channels_last_on(self.trainer.strategy.root_device):
+            for net in self._trained_networks():
+                net.to(memory_format=torch.channels_last)  # in place: the optimizer keeps the same parameters
+
+    def _input_layout(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last_on(images.device):
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Eval-mode logits of the deployable network (mean of both heads for HDKD)."""
         return self.net(images)
@@ -68,18 +97,51 @@ class ClassifierModuleBase(pl.LightningModule):
         return F.softmax(out.float(), dim=1)
 
     def _check_loss(self, loss: torch.Tensor, parts: Dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
-        """Non-finite loss: stop with the components named, or skip the step (``nonfinite_loss``)."""
-        # one fused device check; only synchronises when the value is actually inspected
+        """Non-finite loss: stop with the components named, or skip the step (``nonfinite_loss``).
+
+        On the CPU the check is free and runs every step. On an accelerator, reading the loss on
+        the host would stall the device every step, so with ``nonfinite_loss=error`` the step only
+        counts non-finite losses on the device; the count is read every
+        ``trainer.log_every_n_steps`` steps, at the end of each epoch and before any checkpoint is
+        written, so a diverged run still stops and never overwrites a good checkpoint.
+        ``skip`` has to decide within the step and reads the loss every step.
+        """
+        mode = self.hparams.get("nonfinite_loss", "error")
+        if mode == "error" and self._defer_nonfinite_check(loss):
+            bad = (~torch.isfinite(loss.detach())).sum()
+            self._nonfinite_count = bad if self._nonfinite_count is None else self._nonfinite_count + bad
+            return loss
         if torch.isfinite(loss).all():
             return loss
         detail = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
         msg = (f"non-finite loss at epoch {self.current_epoch}, global step {self.global_step}: {detail}. "
-               f"Lower the learning rate, enable gradient clipping (trainer.gradient_clip_val=1.0) or check the "
-               f"data; the last good checkpoint is kept.")
-        if self.hparams.get("nonfinite_loss", "error") == "skip":
+               f"{self._NONFINITE_ADVICE}")
+        if mode == "skip":
             self.print(f"WARNING: skipping step: {msg}")
             return None
         raise FloatingPointError(msg)
+
+    _NONFINITE_ADVICE = ("Lower the learning rate, enable gradient clipping (trainer.gradient_clip_val=1.0) or "
+                         "check the data; the last good checkpoint is kept.")
+    _nonfinite_count: Optional[torch.Tensor] = None
+
+    def _defer_nonfinite_check(self, loss: torch.Tensor) -> bool:
+        return loss.device.type != "cpu"
+
+    def _raise_if_nonfinite_seen(self) -> None:
+        """Read the device-side count of non-finite losses (one host synchronisation)."""
+        if self._nonfinite_count is not None and int(self._nonfinite_count) > 0:
+            n = int(self._nonfinite_count)
+            raise FloatingPointError(f"non-finite loss in {n} training step(s) up to epoch {self.current_epoch}, "
+                                     f"global step {self.global_step}. {self._NONFINITE_ADVICE}")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        every = max(1, getattr(self.trainer, "log_every_n_steps", 50) or 1) if self._trainer is not None else 1
+        if (batch_idx + 1) % every == 0:
+            self._raise_if_nonfinite_seen()
+
+    def on_train_epoch_end(self) -> None:
+        self._raise_if_nonfinite_seen()
 
     # -- validation ----------------------------------------------------------------------
     def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
@@ -176,4 +238,5 @@ class ClassifierModuleBase(pl.LightningModule):
         raise NotImplementedError
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self._raise_if_nonfinite_seen()  # never write weights a non-finite loss has already touched
         checkpoint[META_KEY] = self.checkpoint_meta()

@@ -8,6 +8,7 @@ import timm
 import torch
 
 import hdkd_lightning.models  # noqa: F401  (registers the architectures)
+from hdkd_lightning.deploy import prepare_teacher
 from hdkd_lightning.distillation import distill_forward
 from hdkd_lightning.lit.base import ClassifierModuleBase, plain
 from hdkd_lightning.losses import FeatureDistillationLoss, HdkdLoss, LogitDistillationLoss
@@ -40,6 +41,14 @@ class DistillModule(ClassifierModuleBase):
         loss: ``kind``, ``alpha``, ``tau``, ``normalization``, ``lambda_feat``,
             ``feature_exponent``, ``feature_weights``, ``label_smoothing``.
         teacher_dtype: ``null`` (same as the student) or ``bfloat16`` to run the frozen teacher in bf16.
+        teacher_fold_bn: compute the teacher's targets with a copy whose BatchNorms are folded into
+            the neighbouring convolutions (:func:`hdkd_lightning.deploy.prepare_teacher`): the same
+            function, fewer passes over memory. Off = the original's unfolded teacher.
+
+    The registered ``teacher`` keeps its original, unfolded fp32 form: it is what checkpoints
+    store and what ``load_teacher_state`` fills. The folded or bf16 copy that runs in the step
+    lives outside the module tree (never saved, never in the optimizer) and is rebuilt from the
+    teacher whenever its weights or device change.
     """
 
     kind = "distill"
@@ -48,14 +57,15 @@ class DistillModule(ClassifierModuleBase):
     def __init__(self, student: Dict[str, Any], teacher: Dict[str, Any], class_names: List[str],
                  optimizer: Dict[str, Any], scheduler: Optional[Dict[str, Any]] = None,
                  loss: Optional[Dict[str, Any]] = None, class_weights: Optional[List[float]] = None,
-                 channels_last: bool = True, compile: bool = False, teacher_dtype: Optional[str] = None,
-                 nonfinite_loss: str = "error", data_name: str = "") -> None:
+                 channels_last: Any = "auto", compile: bool = False, teacher_dtype: Optional[str] = None,
+                 nonfinite_loss: str = "error", data_name: str = "", teacher_fold_bn: bool = True) -> None:
         student, teacher, optimizer, scheduler, loss = map(plain, (student, teacher, optimizer, scheduler, loss or {}))
         super().__init__(class_names)
         self.save_hyperparameters({"student": student, "teacher": teacher, "class_names": list(class_names),
                                    "optimizer": optimizer, "scheduler": scheduler, "loss": loss,
-                                   "class_weights": plain(class_weights), "channels_last": channels_last,
+                                   "class_weights": plain(class_weights), "channels_last": self._check_channels_last(channels_last),
                                    "compile": compile, "teacher_dtype": teacher_dtype,
+                                   "teacher_fold_bn": teacher_fold_bn,
                                    "nonfinite_loss": nonfinite_loss, "data_name": data_name,
                                    "arch_name": student["arch"]})
         self.student = timm.create_model(student["arch"], **student.get("kwargs", {}))
@@ -64,9 +74,6 @@ class DistillModule(ClassifierModuleBase):
             if net.num_classes != len(class_names):
                 raise ValueError(f"{name} has {net.num_classes} classes but the data has {len(class_names)}")
         self.teacher.requires_grad_(False).eval()
-        if channels_last:
-            self.student = self.student.to(memory_format=torch.channels_last)
-            self.teacher = self.teacher.to(memory_format=torch.channels_last)
         self.loss_fn = build_loss(loss, class_weights)
         self._train_student = torch.compile(self.student) if compile else self.student
 
@@ -82,22 +89,51 @@ class DistillModule(ClassifierModuleBase):
     def load_teacher_state(self, state_dict: Dict[str, torch.Tensor]) -> None:
         self.teacher.load_state_dict(state_dict, strict=True)
         self.teacher.requires_grad_(False).eval()
+        self._drop_step_teacher()
+
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        self._drop_step_teacher()  # resume / restore: the step's copy must follow the new weights
+        return super().load_state_dict(state_dict, *args, **kwargs)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        if self.hparams.teacher_dtype in ("bfloat16", "bf16"):
-            self.teacher.to(torch.bfloat16)
+        self._drop_step_teacher()
+
+    @property
+    def _teacher_dtype(self) -> Optional[torch.dtype]:
+        return torch.bfloat16 if self.hparams.teacher_dtype in ("bfloat16", "bf16") else None
+
+    def _drop_step_teacher(self) -> None:
+        self.__dict__.pop("_step_teacher", None)
+
+    def step_teacher(self) -> torch.nn.Module:
+        """The network that computes the teacher's targets in a training step.
+
+        ``self.teacher`` itself when neither folding nor a teacher dtype is asked for; otherwise a
+        frozen copy from :func:`prepare_teacher`, cached outside the module tree.
+        """
+        fold, dtype = self.hparams.get("teacher_fold_bn", True), self._teacher_dtype
+        if not fold and dtype is None:
+            return self.teacher
+        cached = self.__dict__.get("_step_teacher")
+        device = next(self.teacher.parameters()).device
+        if cached is None or next(cached.parameters()).device != device:
+            cached = prepare_teacher(self.teacher, channels_last=self.channels_last_on(device), dtype=dtype, fold=fold)
+            object.__setattr__(self, "_step_teacher", cached)  # plain attribute: not a submodule
+        return cached
+
+    def _trained_networks(self):
+        return [self.student]
 
     def trainable_parameters(self):
         return self.student.parameters()
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int):
-        images, labels = batch["image"], batch["label"]
-        if self.hparams.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        teacher_images = images.to(torch.bfloat16) if self.hparams.teacher_dtype in ("bfloat16", "bf16") else None
+        images, labels = self._input_layout(batch["image"]), batch["label"]
+        teacher_images = images.to(self._teacher_dtype) if self._teacher_dtype is not None else None
         self.teacher.eval()
-        loss, parts, _ = distill_forward(self._train_student, self.teacher, self.loss_fn, images, labels, teacher_images)
+        loss, parts, _ = distill_forward(self._train_student, self.step_teacher(), self.loss_fn, images, labels,
+                                         teacher_images)
         loss = self._check_loss(loss, parts)
         if loss is None:
             return None

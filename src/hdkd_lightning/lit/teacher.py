@@ -25,7 +25,7 @@ class TeacherModule(ClassifierModuleBase):
             ``interval`` key says ``epoch`` or ``step``).
         label_smoothing: cross-entropy label smoothing.
         class_weights: optional per-class weights of the cross-entropy (from the data).
-        channels_last: run the network in channels-last memory format (faster on CPU and GPU).
+        channels_last: ``auto`` (channels-last on CUDA, NCHW on the CPU), ``true`` or ``false``.
         compile: wrap the network with ``torch.compile``.
         nonfinite_loss: ``error`` stops on a NaN/Inf loss, ``skip`` skips that step.
     """
@@ -35,27 +35,23 @@ class TeacherModule(ClassifierModuleBase):
 
     def __init__(self, net: Dict[str, Any], class_names: List[str], optimizer: Dict[str, Any],
                  scheduler: Optional[Dict[str, Any]] = None, label_smoothing: float = 0.0,
-                 class_weights: Optional[List[float]] = None, channels_last: bool = True, compile: bool = False,
+                 class_weights: Optional[List[float]] = None, channels_last: Any = "auto", compile: bool = False,
                  nonfinite_loss: str = "error", data_name: str = "") -> None:
         net, optimizer, scheduler = plain(net), plain(optimizer), plain(scheduler)
         super().__init__(class_names)
         self.save_hyperparameters({"net": net, "class_names": list(class_names), "optimizer": optimizer,
                                    "scheduler": scheduler, "label_smoothing": label_smoothing,
-                                   "class_weights": plain(class_weights), "channels_last": channels_last,
+                                   "class_weights": plain(class_weights), "channels_last": self._check_channels_last(channels_last),
                                    "compile": compile, "nonfinite_loss": nonfinite_loss, "data_name": data_name,
                                    "arch_name": net["arch"]})
         self.net = timm.create_model(net["arch"], **net.get("kwargs", {}))
         if self.net.num_classes != len(class_names):
             raise ValueError(f"model num_classes={self.net.num_classes} but the data has {len(class_names)} classes")
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
         self.register_buffer("ce_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32))
         self._train_net = torch.compile(self.net) if compile else self.net
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int):
-        images, labels = batch["image"], batch["label"]
-        if self.hparams.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, labels = self._input_layout(batch["image"]), batch["label"]
         out = self._train_net(images)
         if isinstance(out, tuple):  # a distilled student trained on labels only: both heads learn the labels
             loss = sum(F.cross_entropy(o, labels, weight=self.ce_weights, label_smoothing=self.hparams.label_smoothing)
