@@ -96,3 +96,29 @@ def test_teacher_accepts_multiples_of_its_stride_only():
 def test_pretrained_request_points_to_the_loader():
     with pytest.raises(ValueError, match="load_original_checkpoint"):
         timm.create_model("hdkd_teacher", pretrained=True)
+
+
+
+def test_cbam_max_pooling_gradient_equals_amax_gradient_without_ties():
+    """CBAM's max pools take the index-based backward; without ties it is the same gradient as amax's."""
+    import torch.nn.functional as F
+
+    from hdkd_lightning.models.blocks import Cbam
+
+    torch.manual_seed(0)
+    cbam = Cbam(32)
+    x = torch.randn(2, 32, 9, 9, requires_grad=True)
+    grad_out = torch.randn(2, 32, 9, 9)
+    (g_ours,) = torch.autograd.grad(cbam(x), x, grad_out)
+
+    def reference(x):  # the same block written with amax everywhere
+        ca = cbam.channel
+        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=0)
+        h = F.linear(ca.act(F.linear(pooled, ca.fc1.weight.flatten(1))), ca.fc2.weight.flatten(1))
+        y = torch.sigmoid(h[:2] + h[2:])[:, :, None, None] * x
+        s = torch.cat([y.mean(dim=1, keepdim=True), y.amax(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(cbam.spatial.conv(s)) * y + x
+    (g_ref,) = torch.autograd.grad(reference(x), x, grad_out)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(cbam(x), reference(x), rtol=0, atol=0)
