@@ -76,9 +76,19 @@ def test_tiny_bench_json(tmp_path):
     assert res["precision"][0]["loss_rel_diff"] < 0.1
 
 
+def test_memory_section_measures_each_pattern_in_its_own_process(tmp_path):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--tiny", "--quiet", "--threads", "1", "--only", "memory", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["memory"]
+    assert [r["pattern"] for r in rows] == ["ours", "original"]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["peak_rss_mb"] >= r["rss_before_step_mb"] > 50  # a python process with torch loaded
+
+
 def test_section_filters():
     args = bench._parse(["--quick", "--skip-inference", "--skip", "pipeline"])
-    assert bench._sections(args) == ["distill", "default-alloc"]  # quick: no compile, no profile
+    assert bench._sections(args) == ["distill", "default-alloc", "memory"]  # quick: no compile, no profile
     assert bench._sections(bench._parse(["--only", "inference"])) == ["inference"]
     with pytest.raises(SystemExit):
         bench._sections(bench._parse(["--only", "nope"]))

@@ -29,7 +29,7 @@ from hdkd_lightning.distillation import distill_forward
 from hdkd_lightning.losses import HdkdLoss
 
 __all__ = ["BenchConfig", "LossMismatchError", "native_bf16", "run_distill", "run_default_allocator",
-           "run_compile", "run_inference", "run_pipeline", "run_profile", "build_models", "make_batch",
+           "run_compile", "run_memory", "run_inference", "run_pipeline", "run_profile", "build_models", "make_batch",
            "check_losses", "deploy_tolerance", "DistillStep"]
 
 NUM_CLASSES = 7
@@ -351,6 +351,46 @@ def worker_default_alloc(image_size: int, batch: int, warmup: int, repeats: int,
     return {"allocator": state, "image_size": image_size, "batch_size": batch, "warmup": warmup, "repeats": repeats,
             "original_pattern_img_s": batch / res["original"]["wall_s"], "ours_img_s": batch / res["ours"]["wall_s"],
             "timings": res}
+
+
+# ---------------------------------------------------------------------------------------------
+# memory: one process per pattern, because a tuned allocator keeps the heap's high-water mark
+# (several cases measured in one process would all report the largest one's peak)
+
+def run_memory(cfg: BenchConfig, image_size: int, batch: int, timeout_s: int = 1800) -> List[dict]:
+    """Peak memory of one distillation step of each pattern, each in a fresh process."""
+    rows = []
+    for device in cfg.devices:
+        for pattern in ("ours", "original"):
+            cfg.log(f"memory of the {pattern} step, {image_size} px batch {batch} on {device} (subprocess)")
+            args = [sys.executable, "-m", "hdkd_lightning.cli.bench", "--worker", "memory",
+                    "--worker-args", json.dumps({"image_size": image_size, "batch": batch, "pattern": pattern,
+                                                 "seed": cfg.seed, "device": device})]
+            rows.append(dict(_run_worker(args, dict(os.environ), timeout_s), pattern=pattern, device=device,
+                             image_size=image_size, batch_size=batch))
+    return rows
+
+
+def worker_memory(image_size: int, batch: int, pattern: str, seed: int, device: str = "cpu") -> dict:
+    from hdkd_lightning._runtime import configure_allocator
+    from hdkd_lightning.bench.timing import peak_rss_mb, rss_mb
+
+    configure_allocator()
+    teacher, student = build_models(image_size, seed)
+    images, labels = make_batch(image_size, batch, seed)
+    step = DistillStep(student, teacher, images, labels, pattern, channels_last=default_channels_last(device),
+                       fold_teacher=pattern == "ours", device=device)
+    out = {"rss_before_step_mb": rss_mb()}
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    step()
+    step()  # the second step holds the optimizer state as well
+    out["peak_rss_mb"] = peak_rss_mb()
+    if device.startswith("cuda"):
+        out["gpu_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        out["gpu_step_mb"] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

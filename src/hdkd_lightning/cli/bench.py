@@ -8,9 +8,11 @@
 Sections: ``distill`` (this project's distillation step vs the original code's computation
 pattern on the same weights and batch, with a loss-equality assertion; bf16-mixed; FLOP/s vs
 a large matmul; peak RSS and user/system CPU time), ``default-alloc`` (the same steps with the
-glibc allocator tuning switched off, in a subprocess), ``compile`` (torch.compile),
-``inference`` (deployed HDKD vs timm models of similar size), ``pipeline`` (JPEG decode +
-augment vs the cache, per worker). Every comparison is interleaved and reports medians.
+glibc allocator tuning switched off, in a subprocess), ``memory`` (peak RSS, and peak GPU
+memory where used, of one step of each pattern, each in its own process), ``compile``
+(torch.compile), ``inference`` (deployed HDKD vs timm models of similar size), ``pipeline``
+(JPEG decode + augment vs the cache, per worker), ``profile`` (where the step's time goes).
+Every comparison is interleaved and reports medians.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import sys
 import time
 from typing import List, Optional
 
-SECTIONS = ("distill", "default-alloc", "compile", "inference", "pipeline", "profile")
+SECTIONS = ("distill", "default-alloc", "memory", "compile", "inference", "pipeline", "profile")
 
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -187,6 +189,14 @@ def print_report(res: dict) -> None:
                       f"{da['ours_img_s']:.2f} img/s (sys {tm['ours']['sys_s']:.1f} s); ours with the tuned allocator: "
                       f"{_fmt(da.get('ours_tuned_img_s'), 2)} img/s = "
                       f"{_fmt(da.get('ours_tuned_vs_original_default'), 1)}x the original under the default allocator")
+    for row in res.get("memory") or []:
+        if "error" in row:
+            con.print(f"[red]memory ({row['pattern']}): {row['error']}[/]")
+            continue
+        gpu = f", GPU max allocated {row['gpu_max_allocated_mb']:.0f} MB" if "gpu_max_allocated_mb" in row else ""
+        con.print(f"[bold]Memory[/] of the {row['pattern']} step ({row['image_size']} px, batch {row['batch_size']}, "
+                  f"{row['device']}, own process): peak RSS {row['peak_rss_mb']:.0f} MB (after building the models: "
+                  f"{row['rss_before_step_mb']:.0f} MB){gpu}")
     comp = res.get("compile")
     if comp:
         if "error" in comp:
@@ -273,7 +283,8 @@ def _worker(args: argparse.Namespace) -> int:
     from hdkd_lightning.bench import suite
 
     kwargs = json.loads(args.worker_args)
-    fn = {"default-alloc": suite.worker_default_alloc, "compile": suite.worker_compile}[args.worker]
+    fn = {"default-alloc": suite.worker_default_alloc, "compile": suite.worker_compile,
+          "memory": suite.worker_memory}[args.worker]
     print(json.dumps(fn(**kwargs)), flush=True)
     return 0
 
@@ -309,6 +320,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "default-alloc" in sections:
         size, batch = cfg.distill_sizes[0]
         res["default_allocator"] = suite.run_default_allocator(cfg, size, batch, step_img_s.get((size, batch)))
+    if "memory" in sections:
+        res["memory"] = suite.run_memory(cfg, *cfg.distill_sizes[0])
     if "compile" in sections:
         res["compile"] = suite.run_compile(cfg)
     if "inference" in sections:
