@@ -73,12 +73,13 @@ class ClassifierModuleBase(pl.LightningModule):
         value = self.hparams.get("channels_last", "auto")
         return device.type == "cuda" if value == "auto" else bool(value)
 
-    def _trained_networks(self) -> List[torch.nn.Module]:
+    def _layout_networks(self) -> List[torch.nn.Module]:
+        """The networks whose memory format follows ``model.channels_last``."""
         return [self.net]
 
     def setup(self, stage: str) -> None:
         if self._trainer is not None and self.channels_last_on(self.trainer.strategy.root_device):
-            for net in self._trained_networks():
+            for net in self._layout_networks():
                 net.to(memory_format=torch.channels_last)  # in place: the optimizer keeps the same parameters
 
     def _input_layout(self, images: torch.Tensor) -> torch.Tensor:
@@ -228,6 +229,7 @@ class ClassifierModuleBase(pl.LightningModule):
             scheduler.step() if metric is None else scheduler.step(metric)
 
     def on_fit_start(self) -> None:
+        self._nonfinite_count = None  # a new fit starts with a clean count
         # timm schedulers set the warm-up lr only when stepped; do it for epoch 0 too
         for config in self.trainer.lr_scheduler_configs:
             if hasattr(config.scheduler, "step_update") and hasattr(config.scheduler, "t_in_epochs"):

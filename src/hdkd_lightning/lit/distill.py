@@ -63,7 +63,8 @@ class DistillModule(ClassifierModuleBase):
         super().__init__(class_names)
         self.save_hyperparameters({"student": student, "teacher": teacher, "class_names": list(class_names),
                                    "optimizer": optimizer, "scheduler": scheduler, "loss": loss,
-                                   "class_weights": plain(class_weights), "channels_last": self._check_channels_last(channels_last),
+                                   "class_weights": plain(class_weights),
+                                   "channels_last": self._check_channels_last(channels_last),
                                    "compile": compile, "teacher_dtype": teacher_dtype,
                                    "teacher_fold_bn": teacher_fold_bn,
                                    "nonfinite_loss": nonfinite_loss, "data_name": data_name,
@@ -122,8 +123,8 @@ class DistillModule(ClassifierModuleBase):
             object.__setattr__(self, "_step_teacher", cached)  # plain attribute: not a submodule
         return cached
 
-    def _trained_networks(self):
-        return [self.student]
+    def _layout_networks(self):
+        return [self.student, self.teacher]
 
     def trainable_parameters(self):
         return self.student.parameters()

@@ -41,7 +41,8 @@ class TeacherModule(ClassifierModuleBase):
         super().__init__(class_names)
         self.save_hyperparameters({"net": net, "class_names": list(class_names), "optimizer": optimizer,
                                    "scheduler": scheduler, "label_smoothing": label_smoothing,
-                                   "class_weights": plain(class_weights), "channels_last": self._check_channels_last(channels_last),
+                                   "class_weights": plain(class_weights),
+                                   "channels_last": self._check_channels_last(channels_last),
                                    "compile": compile, "nonfinite_loss": nonfinite_loss, "data_name": data_name,
                                    "arch_name": net["arch"]})
         self.net = timm.create_model(net["arch"], **net.get("kwargs", {}))
