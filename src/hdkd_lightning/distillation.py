@@ -14,7 +14,17 @@ from torch import nn
 
 from hdkd_lightning.losses import HdkdLoss
 
-__all__ = ["teacher_targets", "distill_forward"]
+__all__ = ["teacher_targets", "distill_forward", "auto_channels_last"]
+
+
+def auto_channels_last(device_type: str) -> bool:
+    """What ``model.channels_last=auto`` means on a device type (``"cuda"``, ``"cpu"``, ...).
+
+    Channels-last on CUDA, where convolutions (and tensor cores under mixed precision) prefer
+    it; the default NCHW layout elsewhere: on the CPU ``hdkd-bench`` measured the NCHW
+    distillation step faster (``docs/PERFORMANCE.md``).
+    """
+    return device_type == "cuda"
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from hdkd_lightning.bench.flops import count_flops, matmul_flops_per_s
 from hdkd_lightning.bench.original import original_pattern_forward
 from hdkd_lightning.bench.timing import interleave, summarize
 from hdkd_lightning.deploy import deploy_student, prepare_teacher
-from hdkd_lightning.distillation import distill_forward
+from hdkd_lightning.distillation import auto_channels_last, distill_forward
 from hdkd_lightning.losses import HdkdLoss
 
 __all__ = ["BenchConfig", "LossMismatchError", "native_bf16", "run_distill", "run_default_allocator",
@@ -74,11 +74,6 @@ def native_bf16(device: str = "cpu") -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def default_channels_last(device: str) -> bool:
-    """``model.channels_last=auto``: channels-last on CUDA, NCHW on the CPU (as DistillModule does)."""
-    return device.startswith("cuda")
 
 
 def _sync(device: str) -> None:
@@ -215,7 +210,7 @@ def run_distill(cfg: BenchConfig, with_variants: bool = True, with_bf16: bool = 
             cfg.log(f"distill step {image_size} px batch {batch} on {device}")
             teacher, student = build_models(image_size, cfg.seed)
             images, labels = make_batch(image_size, batch, cfg.seed)
-            cl = default_channels_last(device)
+            cl = auto_channels_last(torch.device(device).type)
             steps = {
                 "original": DistillStep(student, teacher, images, labels, "original", device=device),
                 "ours": DistillStep(student, teacher, images, labels, "ours", channels_last=cl, fold_teacher=True,
@@ -339,12 +334,16 @@ def _run_worker(args: List[str], env: dict, timeout_s: int) -> dict:
     return {"error": f"worker failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}"}
 
 
-def worker_default_alloc(image_size: int, batch: int, warmup: int, repeats: int, seed: int) -> dict:
+def _worker_inputs(image_size: int, batch: int, seed: int):
+    """What every bench subprocess starts with: the allocator setting, the models and one batch."""
     from hdkd_lightning._runtime import configure_allocator
 
     state = configure_allocator()
-    teacher, student = build_models(image_size, seed)
-    images, labels = make_batch(image_size, batch, seed)
+    return (state,) + build_models(image_size, seed) + make_batch(image_size, batch, seed)
+
+
+def worker_default_alloc(image_size: int, batch: int, warmup: int, repeats: int, seed: int) -> dict:
+    state, teacher, student, images, labels = _worker_inputs(image_size, batch, seed)
     steps = {"original": DistillStep(student, teacher, images, labels, "original"),
              "ours": DistillStep(student, teacher, images, labels, "ours", fold_teacher=True)}
     res = {k: summarize(v) for k, v in interleave(steps, warmup, repeats).items()}
@@ -372,13 +371,10 @@ def run_memory(cfg: BenchConfig, image_size: int, batch: int, timeout_s: int = 1
 
 
 def worker_memory(image_size: int, batch: int, pattern: str, seed: int, device: str = "cpu") -> dict:
-    from hdkd_lightning._runtime import configure_allocator
     from hdkd_lightning.bench.timing import peak_rss_mb, rss_mb
 
-    configure_allocator()
-    teacher, student = build_models(image_size, seed)
-    images, labels = make_batch(image_size, batch, seed)
-    step = DistillStep(student, teacher, images, labels, pattern, channels_last=default_channels_last(device),
+    _, teacher, student, images, labels = _worker_inputs(image_size, batch, seed)
+    step = DistillStep(student, teacher, images, labels, pattern, channels_last=auto_channels_last(torch.device(device).type),
                        fold_teacher=pattern == "ours", device=device)
     out = {"rss_before_step_mb": rss_mb()}
     if device.startswith("cuda"):
@@ -406,11 +402,7 @@ def run_compile(cfg: BenchConfig) -> dict:
 
 
 def worker_compile(image_size: int, batch: int, warmup: int, repeats: int, seed: int) -> dict:
-    from hdkd_lightning._runtime import configure_allocator
-
-    configure_allocator()
-    teacher, student = build_models(image_size, seed)
-    images, labels = make_batch(image_size, batch, seed)
+    _, teacher, student, images, labels = _worker_inputs(image_size, batch, seed)
     eager = DistillStep(student, teacher, images, labels, "ours", fold_teacher=True)
     compiled = DistillStep(student, teacher, images, labels, "ours", fold_teacher=True, compile_student=True)
     t0 = time.perf_counter()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from hdkd_lightning.checkpoint import META_KEY
+from hdkd_lightning.distillation import auto_channels_last
 from hdkd_lightning.lit.metrics import (
     ClassificationMetrics,
     compute_metrics,
@@ -64,14 +65,9 @@ class ClassifierModuleBase(pl.LightningModule):
         raise ValueError(f"model.channels_last must be true, false or auto, got {value!r}")
 
     def channels_last_on(self, device: torch.device) -> bool:
-        """Whether training runs channels-last on ``device``.
-
-        ``auto`` (the default) means channels-last on CUDA, where convolutions (and tensor cores
-        under mixed precision) prefer it, and the default NCHW layout on the CPU, where
-        ``hdkd-bench`` measured the NCHW distillation step faster (``docs/PERFORMANCE.md``).
-        """
+        """Whether training runs channels-last on ``device`` (``auto``: :func:`auto_channels_last`)."""
         value = self.hparams.get("channels_last", "auto")
-        return device.type == "cuda" if value == "auto" else bool(value)
+        return auto_channels_last(device.type) if value == "auto" else bool(value)
 
     def _layout_networks(self) -> List[torch.nn.Module]:
         """The networks whose memory format follows ``model.channels_last``."""
@@ -137,8 +133,7 @@ class ClassifierModuleBase(pl.LightningModule):
                                      f"global step {self.global_step}. {self._NONFINITE_ADVICE}")
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        every = max(1, getattr(self.trainer, "log_every_n_steps", 50) or 1) if self._trainer is not None else 1
-        if (batch_idx + 1) % every == 0:
+        if (batch_idx + 1) % max(1, self.trainer.log_every_n_steps) == 0:
             self._raise_if_nonfinite_seen()
 
     def on_train_epoch_end(self) -> None:
