@@ -6,7 +6,8 @@ it carries and how to rebuild it without Lightning or the training config::
     {"kind": "teacher" | "student" | "distill",   # which module wrote it
      "arch": "hdkd_teacher", "net_kwargs": {...},  # timm.create_model(arch, **net_kwargs)
      "prefix": "net.",                             # where the deployable network's tensors are
-     "class_names": [...], "image_size": 224, "data": "isic2018"}
+     "class_names": [...], "image_size": 224, "data": "isic2018",
+     "val": {"val/balanced_accuracy": 0.81, ...}}  # validation metrics of these weights
 
 Every read uses ``torch.load(..., weights_only=True)``: a file that needs arbitrary unpickling
 (and so could run code) is refused.
@@ -15,12 +16,13 @@ Every read uses ``torch.load(..., weights_only=True)``: a file that needs arbitr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "read_checkpoint", "network_from_checkpoint", "is_project_checkpoint", "META_KEY"]
+__all__ = ["CheckpointError", "read_checkpoint", "network_from_checkpoint", "is_project_checkpoint",
+           "checkpoint_val_score", "META_KEY"]
 
 META_KEY = "hdkd"
 
@@ -47,6 +49,22 @@ def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
 
 def is_project_checkpoint(ckpt: Dict[str, Any]) -> bool:
     return isinstance(ckpt, dict) and isinstance(ckpt.get(META_KEY), dict) and "state_dict" in ckpt
+
+
+def checkpoint_val_score(ckpt: Dict[str, Any], metric: str) -> Optional[float]:
+    """The validation value of ``metric`` for the weights in ``ckpt``, if it was recorded.
+
+    Read from the metadata (``val``, written with every checkpoint of this project), else from
+    a ``ModelCheckpoint`` state monitoring ``metric`` (its best score, i.e. the score of a
+    ``best.ckpt``); ``None`` for converted and original-code weights.
+    """
+    value = (ckpt.get(META_KEY) or {}).get("val", {}).get(metric)
+    if value is None:
+        for key, state in (ckpt.get("callbacks") or {}).items():
+            if isinstance(state, dict) and state.get("monitor") == metric and state.get("best_model_score") is not None:
+                value = state["best_model_score"]
+                break
+    return None if value is None else float(value)
 
 
 def network_from_checkpoint(path: Union[str, Path], prefix: str = None) -> Tuple[nn.Module, Dict[str, Any]]:

@@ -64,7 +64,12 @@ def build_module(cfg: DictConfig, dm, data_name: str):
         path = resolve_teacher_path(tcfg.get("ckpt_path"), tcfg.get("experiment"), Path(cfg.paths.log_dir))
         teacher = load_teacher(path)
         check_teacher_fits(teacher, list(dm.class_names), dm.image_size, data_name)
-        log.info("teacher: %s", path)
+        info = teacher.summary()
+        score = info["val_balanced_accuracy"]
+        log.info("teacher: %s (validation balanced accuracy %s)", info["path"],
+                 "not recorded" if score is None else f"{score:.4f}")
+        with open_dict(cfg):
+            cfg.model.teacher.resolved = info  # saved with the run's config
         t_kwargs = dict(teacher.net_kwargs, img_size=dm.image_size)
         params.update(student=_net_spec(model_cfg.student, dm.num_classes, dm.image_size),
                       teacher={"arch": teacher.arch, "kwargs": t_kwargs, "source": str(path)})
@@ -157,14 +162,40 @@ def _param_count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _selection_callback_cfg(cfg: DictConfig) -> Optional[DictConfig]:
+    """The configured checkpoint callback that monitors ``optimized_metric`` (None if there is none)."""
+    metric = cfg.get("optimized_metric")
+    for node in (cfg.get("callbacks") or {}).values():
+        if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("ModelCheckpoint") \
+                and node.get("monitor") and node.get("monitor") == metric:
+            return node
+    return None
+
+
+def _best_score(trainer, metric: Optional[str]) -> Optional[float]:
+    """Best validation value of ``metric`` in this run: the score of the checkpoint callback
+    that monitors it (restored on resume, so it covers the whole run)."""
+    for cb in trainer.checkpoint_callbacks:
+        if metric and getattr(cb, "monitor", None) == metric and cb.best_model_score is not None:
+            return float(cb.best_model_score)
+    return None
+
+
 def run_train(cfg: DictConfig, extra_callbacks=()) -> Dict[str, Any]:
     """Fit, then test once with the best checkpoint (chosen on validation balanced accuracy).
 
-    ``extra_callbacks`` are added to the configured ones (used by scripts that observe a run).
+    Returns the results; ``results["optimized_metric"]`` is the best validation value of
+    ``cfg.optimized_metric`` in the run (what a sweeper optimises). The run's state is kept in
+    ``run.json`` (:mod:`hdkd_lightning.runs`). ``extra_callbacks`` are added to the configured
+    ones (used by scripts that observe a run).
     """
-    import lightning.pytorch as pl
+    from hdkd_lightning import runs
 
     check_trainer_config(cfg.trainer)
+    if cfg.get("train", True) and _selection_callback_cfg(cfg) is None:
+        raise ConfigError(f"optimized_metric={cfg.get('optimized_metric')} is not monitored by a checkpoint "
+                          f"callback, so no best epoch (or sweep objective) can be chosen; use callbacks=default "
+                          f"(callbacks.model_checkpoint.monitor follows optimized_metric)")
     resume = _resume_checkpoint(cfg)
     out = _output_dir(cfg)
     if resume is not None and resume.parent.name == "checkpoints":
@@ -172,6 +203,22 @@ def run_train(cfg: DictConfig, extra_callbacks=()) -> Dict[str, Any]:
         log.info("resuming %s in %s", resume, out)
     _set_output_dir(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
+    runs.mark_run_started(out, str(cfg.task_name), resumed_from=str(resume) if resume else None)
+    try:
+        results = _fit_and_test(cfg, out, resume, extra_callbacks)
+    except BaseException as exc:
+        runs.mark_run_failed(out, exc)
+        raise
+    runs.mark_run_finished(out, monitor=cfg.get("optimized_metric"), best_score=results["optimized_metric"],
+                           best_checkpoint=results.get("best_checkpoint"),
+                           test={k: results.get("test", {}).get(k) for k in
+                                 ("accuracy", "balanced_accuracy", "f1_macro", "auroc_macro")})
+    return results
+
+
+def _fit_and_test(cfg: DictConfig, out: Path, resume: Optional[Path], extra_callbacks) -> Dict[str, Any]:
+    import lightning.pytorch as pl
+
     pl.seed_everything(cfg.seed, workers=True)
 
     data_name = hydra_choice("data", "data")
@@ -204,8 +251,7 @@ def run_train(cfg: DictConfig, extra_callbacks=()) -> Dict[str, Any]:
             results["best_checkpoint"] = best or None
     finally:
         _finish_wandb()
-    metric = trainer.callback_metrics.get(cfg.get("optimized_metric", "val/balanced_accuracy"))
-    results["optimized_metric"] = float(metric) if metric is not None else None
+    results["optimized_metric"] = _best_score(trainer, cfg.get("optimized_metric"))
     return results
 
 

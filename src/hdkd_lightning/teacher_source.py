@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
-from hdkd_lightning.checkpoint import is_project_checkpoint, network_from_checkpoint, read_checkpoint
+from hdkd_lightning.checkpoint import (checkpoint_val_score, is_project_checkpoint, network_from_checkpoint,
+                                       read_checkpoint)
 from hdkd_lightning.config import ConfigError
-from hdkd_lightning.runs import find_latest_checkpoint
+from hdkd_lightning.runs import find_latest_completed_run, iter_run_dirs
 
 __all__ = ["TeacherSpec", "resolve_teacher_path", "load_teacher"]
 
@@ -23,10 +24,17 @@ class TeacherSpec:
     state_dict: Dict[str, torch.Tensor]
     class_names: Optional[List[str]]  # None for original-code files (they carry no names)
     image_size: Optional[int]
+    val_balanced_accuracy: Optional[float] = None  # of these weights, when the checkpoint records it
+
+    def summary(self) -> Dict[str, Any]:
+        """What a distillation run records about its teacher (printed and stored in its config)."""
+        return {"path": str(Path(self.path).resolve()), "arch": self.arch,
+                "val_balanced_accuracy": self.val_balanced_accuracy}
 
 
 def resolve_teacher_path(ckpt_path: Optional[str], experiment: Optional[str], log_dir: Path) -> Path:
-    """``model.teacher.ckpt_path`` if given, else the best checkpoint of the latest teacher run."""
+    """``model.teacher.ckpt_path`` if given, else the best checkpoint of the latest *completed*
+    run of the teacher experiment (unfinished, failed and debug runs are never picked)."""
     if ckpt_path:
         path = Path(ckpt_path).expanduser()
         if not path.is_file():
@@ -36,13 +44,17 @@ def resolve_teacher_path(ckpt_path: Optional[str], experiment: Optional[str], lo
     if not experiment:
         raise ConfigError("no teacher: set model.teacher.ckpt_path=<teacher checkpoint> or "
                           "model.teacher.experiment=<teacher experiment name>")
-    found = find_latest_checkpoint(log_dir, experiment, "best.ckpt")
+    found = find_latest_completed_run(log_dir, experiment)
     if found is None:
+        unfinished = sum(1 for _ in iter_run_dirs(log_dir, experiment))
+        extra = (f" ({unfinished} run(s) there are unfinished or failed: finish one with "
+                 f"hdkd-train experiment={experiment} ckpt_path=last)" if unfinished else "")
         raise ConfigError(
-            f"no teacher checkpoint found for experiment '{experiment}' under {Path(log_dir) / experiment}: train it "
-            f"first (hdkd-train experiment={experiment}) or set model.teacher.ckpt_path=<checkpoint>"
+            f"no completed teacher run found for experiment '{experiment}' under {Path(log_dir) / experiment}"
+            f"{extra}: train it first (hdkd-train experiment={experiment}) or set "
+            f"model.teacher.ckpt_path=<checkpoint>"
         )
-    return found
+    return found.run_dir / "checkpoints" / "best.ckpt"
 
 
 def load_teacher(path: Path) -> TeacherSpec:
@@ -51,7 +63,8 @@ def load_teacher(path: Path) -> TeacherSpec:
     if is_project_checkpoint(ckpt):
         net, meta = network_from_checkpoint(path)
         return TeacherSpec(path, meta["arch"], dict(meta["net_kwargs"]), net.state_dict(),
-                           list(meta["class_names"]), meta.get("image_size"))
+                           list(meta["class_names"]), meta.get("image_size"),
+                           checkpoint_val_score(ckpt, "val/balanced_accuracy"))
     from hdkd_lightning.models import load_original_checkpoint
 
     net = load_original_checkpoint(path, "hdkd_teacher")

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 from hdkd_lightning.data.splits import write_split_csv
 
                 state = dm._inspect_state
-                records = [r for s in ("train", "val", "test") for r in state["splits"][s]]
+                records = [r for s in ("train", "val", "test") for r in state["splits"][s]] + state["unused"]
                 root = Path(dm.source.root).resolve() if dm.source.root is not None else None
                 write_split_csv(records, dm.class_names, root, args.splits)
                 console.print(f"split written to {args.splits}")

@@ -21,6 +21,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+#: split name, in ``splits.csv`` only, of training images left out by a limited-data subset
+UNUSED = "unused"
 
 
 class DataError(ValueError):

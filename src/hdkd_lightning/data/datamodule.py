@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from hdkd_lightning.data.base import (SPLITS, DataError, FileSource, Index, Problem, Record,
+from hdkd_lightning.data.base import (SPLITS, UNUSED, DataError, FileSource, Index, Problem, Record,
                                       class_counts, describe_paths, problems_message)
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,11 @@ class HdkdDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         seed: int = 0,
+        split_seed: int | None = None,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
+        train_per_class: int | None = None,
+        train_fraction: float | None = None,
         dedup: bool = False,
         sampler: str | None = None,
         smote: bool = False,
@@ -119,8 +122,12 @@ class HdkdDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = bool(persistent_workers)
         self.seed = int(seed)
+        self.split_seed = self.seed if split_seed in (None, "") else int(split_seed)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
+        from hdkd_lightning.data.subset import SubsetSpec
+
+        self.subset = SubsetSpec.from_config(train_per_class, train_fraction)
         self.dedup = bool(dedup)
         self.sampler = None if sampler in (None, "none", "null", "") else str(sampler)
         self.smote = bool(smote)
@@ -270,9 +277,26 @@ class HdkdDataModule(L.LightningDataModule):
                 fractions["test"] = self.test_fraction
             from hdkd_lightning.data.splits import carve
 
-            records = carve(records, len(class_names), fractions, self.seed)
+            records = carve(records, len(class_names), fractions, self.split_seed)
         splits = {s: sorted((r for r in records if r.split == s), key=lambda r: r.path)
                   for s in SPLITS}
+        unused = sorted((r for r in records if r.split == UNUSED), key=lambda r: r.path)
+        if self.subset.active:
+            from hdkd_lightning.data.subset import select_training_subset
+
+            picked = select_training_subset(splits["train"], class_names, self.subset, self.seed)
+            splits["train"] = picked.kept
+            unused = sorted(unused + [r.with_split(UNUSED) for r in picked.unused], key=lambda r: r.path)
+            if picked.short_classes:
+                msg = (f"{self.subset.describe()}: class(es) with fewer training images than asked take all "
+                       f"they have: " + ", ".join(f"{c} ({n})" for c, n in picked.short_classes.items()))
+                index.notes.append(msg)
+                if strict:
+                    warnings.warn(msg, stacklevel=2)
+                    log.warning(msg)
+            log.info("%s: %d of %d training images kept (data.seed=%d)", self.subset.describe(),
+                     len(picked.kept), len(picked.kept) + len(picked.unused), self.seed)
+        state["unused"] = unused
         if not splits["train"] and strict:
             raise DataError(f"the train split of data={self.source_name} is empty.")
         counts = class_counts(splits["train"], len(class_names))
@@ -444,7 +468,7 @@ class HdkdDataModule(L.LightningDataModule):
         from hdkd_lightning.data.splits import write_split_csv
 
         state = self._require_setup()
-        records = [r for s in SPLITS for r in state["splits"][s]]
+        records = [r for s in SPLITS for r in state["splits"][s]] + list(state.get("unused", []))
         root = Path(self.source.root).resolve() if self.source.root is not None else None
         return write_split_csv(records, self.class_names, root, Path(output_dir) / "splits.csv")
 

@@ -44,6 +44,8 @@ def build_report(dm, full_check: bool = True) -> dict:
         "seed": dm.seed,
         "dedup": dm.dedup,
         "split_file": dm.split_file,
+        "split_seed": dm.split_seed,
+        "subset": dm.subset.describe(),
     }
     for s in SPLITS:
         counts = class_counts(splits[s], len(names))
@@ -51,6 +53,9 @@ def build_report(dm, full_check: bool = True) -> dict:
         report["totals"][s] = len(splits[s])
         report["groups"][s] = len({r.group for r in splits[s] if r.group is not None})
     report["total"] = sum(report["totals"].values())
+    unused = state.get("unused", [])
+    report["unused"] = {n: int(c) for n, c in zip(names, class_counts(unused, len(names)))}
+    report["total_unused"] = len(unused)
     group_splits: dict[str, set] = {}
     for s in SPLITS:
         for r in splits[s]:
@@ -113,14 +118,19 @@ def print_report(report: dict, console=None) -> None:
     t.add_column("class")
     for s in SPLITS:
         t.add_column(s, justify="right")
+    unused = report.get("total_unused", 0)
+    if unused:
+        t.add_column("unused", justify="right")
     t.add_column("all", justify="right")
     for n in names:
-        row = [report["splits"][s][n] for s in SPLITS]
+        row = [report["splits"][s][n] for s in SPLITS] + ([report["unused"][n]] if unused else [])
         t.add_row(n, *map(str, row), str(sum(row)))
     t.add_row("[bold]total", *[f"[bold]{report['totals'][s]}" for s in SPLITS],
-              f"[bold]{report['total']}")
-    t.add_row("groups", *[str(report["groups"][s]) for s in SPLITS],
+              *([f"[bold]{unused}"] if unused else []), f"[bold]{report['total'] + unused}")
+    t.add_row("groups", *[str(report["groups"][s]) for s in SPLITS], *([""] if unused else []),
               str(sum(report["groups"].values())))
+    if unused:
+        t.caption = f"training subset: {report['subset']} (seed {report['seed']}); unused = left out of train"
     console.print(t)
     f = Table(show_header=False, title="checks")
     f.add_row("groups in more than one split", str(report["groups_across_splits"]))

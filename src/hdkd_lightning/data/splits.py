@@ -17,7 +17,9 @@ Split file (``splits.csv``, written by ``HdkdDataModule.write_splits``): columns
 ``path,label,split,group``; ``label`` is the **class name** (robust to class reordering);
 ``path`` is relative to ``data.root`` (POSIX separators) when the file is below it, so the
 file can be reused on another machine with a different root, else absolute; ``group`` is
-empty when the image has none. ``data.split_file=<csv>`` reuses such a file exactly.
+empty when the image has none. ``split`` is ``unused`` for training images left out by a
+limited-data subset (:mod:`hdkd_lightning.data.subset`): they are listed, never loaded.
+``data.split_file=<csv>`` reuses such a file exactly.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hdkd_lightning.data.base import SPLITS, DataError, Record, describe_paths
+from hdkd_lightning.data.base import SPLITS, UNUSED, DataError, Record, describe_paths
 
 
 def carve(records: Sequence[Record], num_classes: int, fractions: dict[str, float],
@@ -99,7 +101,7 @@ def write_split_csv(records: Sequence[Record], class_names: Sequence[str], root:
                     file: str | Path) -> Path:
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    order = {s: i for i, s in enumerate(SPLITS)}
+    order = {s: i for i, s in enumerate((*SPLITS, UNUSED))}
     rows = sorted(records, key=lambda r: (order.get(r.split or "", 9), r.path))
     with open(file, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -133,7 +135,7 @@ def read_split_csv(file: str | Path, class_names: Sequence[str], root: Path | No
             p = str(root / p)
         if row["label"] not in index:
             bad_label.append(f"line {n}: {row['label']!r}")
-        if row["split"] not in SPLITS:
+        if row["split"] not in (*SPLITS, UNUSED):
             bad_split.append(f"line {n}: {row['split']!r}")
         if p in seen:
             dups.append(p)
@@ -145,7 +147,7 @@ def read_split_csv(file: str | Path, class_names: Sequence[str], root: Path | No
                         f"{list(class_names)}. Use a split file written for this dataset.")
     if bad_split:
         raise DataError(f"data.split_file={file}: {len(bad_split)} row(s) with a split other than "
-                        f"train/val/test ({describe_paths(bad_split)}).")
+                        f"train/val/test/{UNUSED} ({describe_paths(bad_split)}).")
     if dups:
         raise DataError(f"data.split_file={file}: {len(dups)} path(s) listed twice "
                         f"({describe_paths(dups)}).")

@@ -236,4 +236,8 @@ class ClassifierModuleBase(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self._raise_if_nonfinite_seen()  # never write weights a non-finite loss has already touched
-        checkpoint[META_KEY] = self.checkpoint_meta()
+        meta = self.checkpoint_meta()
+        if self._trainer is not None:  # the validation scores of the weights being saved
+            meta["val"] = {k: float(v) for k, v in self.trainer.callback_metrics.items()
+                           if k.startswith("val/") and v.numel() == 1}
+        checkpoint[META_KEY] = meta

@@ -41,11 +41,9 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import IO, Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -59,6 +57,8 @@ from torchmetrics.classification import (
     MulticlassPrecision,
     MulticlassRecall,
 )
+
+from hdkd_lightning.files import atomic_write
 
 __all__ = [
     "SCALAR_KEYS",
@@ -280,37 +280,7 @@ def compute_metrics(class_names: Sequence[str], labels: ArrayLike, probs: ArrayL
     return result
 
 
-# -- atomic files ----------------------------------------------------------------------------
-
-def _atomic_write(path: Union[str, Path], write: Callable[[IO], None], binary: bool = False) -> Path:
-    """Write ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    A crash (or an exception in ``write``) leaves any previous ``path`` intact and no temporary
-    file behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        mode = "wb" if binary else "w"
-        kw = {} if binary else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(fd, mode, **kw) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600 files; give the result the usual permissions
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
+# -- files -----------------------------------------------------------------------------------
 
 def _jsonable(value: Any) -> Any:
     """NaN/inf -> None, numpy/torch scalars and arrays -> Python, paths -> str (recursively)."""
@@ -353,7 +323,7 @@ def write_predictions_csv(path: Union[str, Path], class_names: Sequence[str], pa
             # str() of a numpy float32/float64 is its shortest exact (round-trip) representation
             writer.writerow([str(paths[i]), label, class_names[predicted[i]], *map(str, probs[i])])
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def write_per_class_csv(path: Union[str, Path], metrics: Mapping[str, Any]) -> Path:
@@ -369,7 +339,7 @@ def write_per_class_csv(path: Union[str, Path], metrics: Mapping[str, Any]) -> P
         for name, row in per_class.items():
             writer.writerow([name, *[cell(row.get(k)) for k in PER_CLASS_KEYS]])
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 # -- confusion matrix figure -----------------------------------------------------------------
@@ -474,9 +444,9 @@ def write_evaluation_artefacts(output_dir: Union[str, Path], class_names: Sequen
     write_predictions_csv(output_dir / PREDICTIONS_CSV, class_names, paths, probs_np, labels_np)
     write_per_class_csv(output_dir / PER_CLASS_CSV, result)
     fig = render_confusion_matrix(result["confusion_matrix"], class_names)
-    _atomic_write(output_dir / CONFUSION_PNG, lambda fh: fig.savefig(fh, format="png"), binary=True)
+    atomic_write(output_dir / CONFUSION_PNG, lambda fh: fig.savefig(fh, format="png"), binary=True)
     # metrics.json last: once it exists, the other files of the run are complete
-    _atomic_write(output_dir / METRICS_JSON, lambda fh: fh.write(text))
+    atomic_write(output_dir / METRICS_JSON, lambda fh: fh.write(text))
     return result
 
 

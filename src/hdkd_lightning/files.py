@@ -1,0 +1,57 @@
+"""Small file helpers every layer uses: crash-safe writes and plain (YAML/JSON-ready) values."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Union
+
+__all__ = ["atomic_write", "write_json_atomic", "to_plain"]
+
+
+def atomic_write(path: Union[str, Path], write: Callable[[IO], None], binary: bool = False) -> Path:
+    """Write ``path`` via a temporary file in the same folder, ``fsync`` and ``os.replace``.
+
+    Readers see the old complete file or the new complete one, never a partial write; a crash
+    (or an exception in ``write``) leaves any previous ``path`` intact and no temporary file
+    behind. The result gets the usual permissions (``0666 & ~umask``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        mode = "wb" if binary else "w"
+        kw = {} if binary else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(fd, mode, **kw) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_json_atomic(path: Union[str, Path], data: Any) -> Path:
+    """``data`` as indented strict JSON (no NaN), written with :func:`atomic_write`."""
+    text = json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"
+    return atomic_write(path, lambda fh: fh.write(text))
+
+
+def to_plain(value: Any) -> Any:
+    """OmegaConf containers -> resolved dicts and lists (safe for ``weights_only`` pickles and JSON);
+    anything else is returned unchanged."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
