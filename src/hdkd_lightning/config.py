@@ -20,13 +20,21 @@ class ConfigError(ValueError):
 
 
 def register_resolvers() -> None:
-    """``${hdkd.cwd:}`` (the starting directory) and ``${hdkd.wandb_offline:}``."""
+    """``${hdkd.cwd:}`` (the starting directory), ``${hdkd.wandb_offline:}`` and
+    ``${hdkd.sweep_seed:seed,storage,study_name}`` (:func:`hdkd_lightning.sweeps.resumed_seed`)."""
     if not OmegaConf.has_resolver("hdkd.cwd"):
         OmegaConf.register_new_resolver("hdkd.cwd", lambda: os.getcwd())
     if not OmegaConf.has_resolver("hdkd.wandb_offline"):
         # offline unless the user asked for online logging
         OmegaConf.register_new_resolver("hdkd.wandb_offline",
                                         lambda: os.environ.get("WANDB_MODE", "offline").lower() != "online")
+    if not OmegaConf.has_resolver("hdkd.sweep_seed"):
+        def sweep_seed(seed, storage=None, study_name=None):
+            from hdkd_lightning.sweeps import resumed_seed
+
+            return resumed_seed(seed, storage, study_name)
+
+        OmegaConf.register_new_resolver("hdkd.sweep_seed", sweep_seed)
 
 
 def hydra_choice(group: str, default: str = "") -> str:

@@ -133,17 +133,23 @@ def test_each_network_runs_once_per_distillation_step(tmp_path):
     assert calls == {"teacher": 1, "student": 1, "dflt": 1}
 
 
-def test_optuna_search_composes_over_existing_keys():
+@pytest.mark.parametrize("experiment, kind", [("distill_brain", "distill"), ("teacher_brain", "supervised"),
+                                              ("student_ham10000", "supervised")])
+def test_optuna_search_space_keys_exist_for_each_model_kind(experiment, kind):
+    from omegaconf import OmegaConf
+
+    from hdkd_lightning.sweeps import model_kind
+
     register_resolvers()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=distill_brain", "hparams_search=optuna"],
+        cfg = compose("train", overrides=[f"experiment={experiment}", "hparams_search=optuna"],
                       return_hydra_config=True)
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
-    for key in cfg.hydra.sweeper.params:
-        node = cfg
-        for part in key.split("."):
-            assert part in node, f"searched key {key} does not exist"
-            node = node[part]
+    assert model_kind(cfg) == kind
+    space = cfg.search_space[kind]
+    assert len(space) >= 2
+    for key in space:
+        assert OmegaConf.select(cfg, key, default="MISSING") != "MISSING", f"searched key {key} does not exist"
 
 
 @pytest.mark.parametrize("mode", ["error", "skip"])

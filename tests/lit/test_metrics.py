@@ -232,20 +232,6 @@ def test_bad_inputs_fail_before_anything_is_written(tmp_path):
     assert not (tmp_path / "a").exists()
 
 
-def test_atomic_write_keeps_old_file_and_leaves_no_temp(tmp_path):
-    target = tmp_path / "metrics.json"
-    target.write_text('{"old": true}')
-
-    def crash(fh):
-        fh.write('{"half": ')
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        M._atomic_write(target, crash)
-    assert target.read_text() == '{"old": true}'
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
-
-
 def test_write_predictions_csv_without_labels(tmp_path):
     probs = torch.softmax(torch.randn(3, 2, dtype=torch.float64), 1)
     path = write_predictions_csv(tmp_path / "p.csv", ["benign", "malignant"], ["a.png", "b.png", "c.png"], probs)

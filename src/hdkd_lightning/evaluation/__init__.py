@@ -1,0 +1,1 @@
+"""Evaluation beyond one split's metrics: comparisons of many runs (``hdkd-report``)."""

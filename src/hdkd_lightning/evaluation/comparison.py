@@ -1,0 +1,323 @@
+"""``hdkd-report``: many runs -> one comparison (mean ± std over seeds), as Markdown, CSV and a plot.
+
+Input: any mix of run directories and folders that hold them (``logs/``, a multirun folder, a
+study's ``runs/``); every directory with a ``run.json`` or ``config_resolved.yaml`` below them
+is a run. Each run contributes its resolved config and its test ``metrics.json``.
+
+Grouping: runs whose configs agree on every *setting* form one row; the seeds (``seed``,
+``data.seed``) are what varies inside a row. Settings are the config keys minus bookkeeping
+that does not change what is trained (paths, loggers, callbacks, the teacher's file, cache and
+worker options, ``task_name``, tags; :data:`IGNORED`). Each row is labelled by
+
+* its **panel**: the dataset (``data.source``) and training-set size (``data.train_per_class``
+  or ``data.train_fraction``, "all" when neither is set); the plot has one panel each;
+* its **model**: ``teacher`` / ``student`` (a network trained on labels alone), ``hdkd``
+  (distillation with feature loss), ``logit-only`` (``model.loss.lambda_feat=0``) or
+  ``feature-only`` (``model.loss.kind=none``), followed by the settings that differ between
+  rows of the same model in the same panel (e.g. ``lambda_feat=3``).
+
+Per row: ``n`` (completed runs), mean and sample standard deviation (``ddof=1``; empty for
+n = 1) of test accuracy, balanced accuracy, macro F1 and macro AUROC, the validation score the
+best epoch was chosen on, the deployed network's parameters and inference GFLOPs per image
+(multiply-adds x 2, at the run's image size). Runs that failed or are unfinished (by
+``run.json``, or completed without ``metrics.json``) are listed under the table, never averaged.
+
+Outputs in ``--out``: ``report.md``, ``report.csv`` (one line per row), ``runs.csv`` (one line per
+run, for paired or per-seed analyses) and ``report.png`` (balanced accuracy per model with
+± std error bars, one panel per dataset / training-set size).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from hdkd_lightning.files import atomic_write
+from hdkd_lightning.runs import read_run_state
+
+__all__ = ["RunResult", "find_runs", "load_run", "build_comparison", "write_comparison", "METRICS", "IGNORED"]
+
+#: test metrics reported, with their column titles
+METRICS = {"balanced_accuracy": "balanced acc.", "accuracy": "accuracy", "f1_macro": "macro F1",
+           "auroc_macro": "macro AUROC"}
+#: config keys (and prefixes) that are bookkeeping, not settings
+IGNORED = ("seed", "data.seed", "task_name", "tags", "ckpt_path", "train", "test", "paths", "hydra", "logger",
+           "callbacks", "model.teacher", "data.root", "data.output_dir", "data.cache", "data.num_workers",
+           "data.pin_memory", "data.persistent_workers", "data.eval_batch_size", "trainer.default_root_dir",
+           "trainer.enable_progress_bar", "trainer.log_every_n_steps", "model.compile", "model.channels_last",
+           "model.teacher_fold_bn", "model.teacher_dtype", "model.nonfinite_loss", "data.on_bad_image")
+_PANEL_KEYS = ("data.source", "data.train_per_class", "data.train_fraction")
+_MODEL_ORDER = ("teacher", "student", "logit-only", "feature-only", "hdkd")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str                      # completed | running | failed | unknown | no metrics
+    settings: Dict[str, Any]         # flattened config, bookkeeping removed
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    best_val: Optional[float] = None
+    seed: Any = None
+    error: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.status == "completed" and bool(self.metrics)
+
+
+def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
+    if isinstance(node, dict):
+        out: Dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(node, list):
+        return {prefix[:-1]: json.dumps(node)}
+    return {prefix[:-1]: node}
+
+
+def _ignored(key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in IGNORED)
+
+
+def _is_run_dir(d: Path) -> bool:
+    return (d / "run.json").is_file() or (d / "config_resolved.yaml").is_file()
+
+
+def find_runs(paths: Iterable[Path]) -> List[Path]:
+    """Run directories at or below ``paths`` (a run's own sub-folders are not searched)."""
+    found: List[Path] = []
+
+    def walk(d: Path) -> None:
+        if _is_run_dir(d):
+            found.append(d)
+            return
+        for child in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            walk(child)
+
+    for p in paths:
+        p = Path(p)
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p}: not a directory (give run directories or folders holding runs)")
+        walk(p)
+    return sorted(set(found))
+
+
+def load_run(run_dir: Path) -> RunResult:
+    from omegaconf import OmegaConf
+
+    state = read_run_state(run_dir)
+    cfg_file = run_dir / "config_resolved.yaml"
+    config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False) if cfg_file.is_file() else {}
+    flat = _flatten(config)
+    settings = {k: v for k, v in flat.items() if not _ignored(k)}
+    metrics: Dict[str, Any] = {}
+    if (run_dir / "metrics.json").is_file():
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    status = state.status
+    if status == "completed" and not metrics:
+        status = "no metrics"
+    best = state.data.get("best_score")
+    return RunResult(run_dir, status, settings, metrics, None if best is None else float(best),
+                     seed=(flat.get("seed"), flat.get("data.seed")), error=str(state.data.get("error") or ""))
+
+
+def model_name(settings: Dict[str, Any]) -> str:
+    target = str(settings.get("model._target_", ""))
+    if target.endswith("DistillModule"):
+        if str(settings.get("model.loss.kind", "soft")) == "none":
+            return "feature-only"
+        lam = settings.get("model.loss.lambda_feat", 10.0)
+        return "logit-only" if lam is not None and float(lam) == 0.0 else "hdkd"
+    arch = str(settings.get("model.net.arch", ""))
+    return {"hdkd_teacher": "teacher", "hdkd_student": "student"}.get(arch, arch or target.rsplit(".", 1)[-1])
+
+
+def _panel(settings: Dict[str, Any]) -> str:
+    size = settings.get("data.train_per_class")
+    frac = settings.get("data.train_fraction")
+    what = f"{size}/class" if size is not None else (f"{float(frac):g} of train" if frac is not None else "all")
+    return f"{settings.get('data.source', '?')}, train {what}"
+
+
+def _short(key: str, keys: Sequence[str]) -> str:
+    """The last part of a dotted key, longer when another key shares that last part."""
+    parts = key.split(".")
+    for n in range(1, len(parts) + 1):
+        tail = ".".join(parts[-n:])
+        if sum(1 for k in keys if k.endswith("." + tail) or k == tail) <= 1:
+            return tail
+    return key
+
+
+def _value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _mean_std(values: List[float]) -> Tuple[Optional[float], Optional[float]]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _network_cost(run_dir: Path, cache: Dict[str, Tuple[int, float]]) -> Tuple[Optional[int], Optional[float]]:
+    """Parameters and inference GFLOPs per image of the run's deployed network (from its checkpoint's metadata)."""
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    if not ckpt.is_file():
+        return None, None
+    import timm
+    import torch
+
+    import hdkd_lightning.models  # noqa: F401  (registers the architectures)
+    from hdkd_lightning.bench.flops import count_flops
+    from hdkd_lightning.checkpoint import META_KEY, read_checkpoint
+
+    meta = read_checkpoint(ckpt).get(META_KEY) or {}
+    key = json.dumps([meta.get("arch"), meta.get("net_kwargs")], sort_keys=True, default=str)
+    if key not in cache:
+        net = timm.create_model(meta["arch"], **meta["net_kwargs"]).eval()
+        size = int(meta.get("image_size") or meta["net_kwargs"].get("img_size", 224))
+        x = torch.zeros(1, int(meta["net_kwargs"].get("in_chans", 3)), size, size)
+        with torch.inference_mode():
+            flops = count_flops(lambda: net(x))
+        cache[key] = (sum(p.numel() for p in net.parameters()), flops / 1e9)
+    return cache[key]
+
+
+def build_comparison(runs: List[RunResult], with_cost: bool = True) -> Dict[str, Any]:
+    """Rows (one per group of runs that differ only in seed) and the runs left out."""
+    usable = [r for r in runs if r.usable]
+    keys = sorted({k for r in usable for k in r.settings})
+    differing = [k for k in keys if len({json.dumps(r.settings.get(k), default=str) for r in usable}) > 1]
+    groups: Dict[Tuple, List[RunResult]] = {}
+    for r in usable:
+        groups.setdefault(tuple(json.dumps(r.settings.get(k), default=str) for k in differing), []).append(r)
+
+    # label: model name + the settings that differ among groups of that model within one panel
+    described: Dict[Tuple, Tuple[str, str]] = {}
+    by_panel_model: Dict[Tuple[str, str], List[Tuple]] = {}
+    for gkey, members in groups.items():
+        s = members[0].settings
+        by_panel_model.setdefault((_panel(s), model_name(s)), []).append(gkey)
+    for (panel, name), gkeys in by_panel_model.items():
+        varying = [k for i, k in enumerate(differing) if k not in _PANEL_KEYS and len({g[i] for g in gkeys}) > 1]
+        for g in gkeys:
+            s = groups[g][0].settings
+            extra = " ".join(f"{_short(k, varying)}={_value(s.get(k))}" for k in varying)
+            described[g] = (panel, f"{name} {extra}".strip())
+
+    cost_cache: Dict[str, Tuple[int, float]] = {}
+    rows = []
+    for gkey, members in groups.items():
+        panel, label = described[gkey]
+        members = sorted(members, key=lambda m: (str(m.seed[0]), str(m.run_dir)))
+        row: Dict[str, Any] = {"panel": panel, "model": label, "n": len(members),
+                               "seeds": [str(m.seed[0]) for m in members]}
+        for metric in METRICS:
+            mean, std = _mean_std([m.metrics.get(metric) for m in members])
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
+            row[f"{metric}_values"] = [m.metrics.get(metric) for m in members]
+        row["val_score_mean"], row["val_score_std"] = _mean_std([m.best_val for m in members])
+        params, gflops = _network_cost(members[0].run_dir, cost_cache) if with_cost else (None, None)
+        row["params"] = params if params is not None else members[0].metrics.get("params")
+        row["gflops"] = gflops
+        row["runs"] = [str(m.run_dir) for m in members]
+        rows.append(row)
+
+    def order(row):
+        name = row["model"].split(" ")[0]
+        return (row["panel"], _MODEL_ORDER.index(name) if name in _MODEL_ORDER else len(_MODEL_ORDER), row["model"])
+
+    rows.sort(key=order)
+    left_out = [{"run": str(r.run_dir), "status": r.status, "error": r.error} for r in runs if not r.usable]
+    return {"rows": rows, "left_out": left_out, "differing_settings": differing, "num_runs": len(runs)}
+
+
+def _pm(mean: Optional[float], std: Optional[float]) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
+
+
+def _markdown(report: Dict[str, Any]) -> str:
+    lines = ["| dataset / training set | model | n | " + " | ".join(f"test {t}" for t in METRICS.values())
+             + " | val. score | params | GFLOPs/img |",
+             "|---|---|---|" + "---|" * len(METRICS) + "---|---|---|"]
+    for r in report["rows"]:
+        cells = [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS]
+        params = f"{r['params'] / 1e6:.2f} M" if r.get("params") else "–"
+        gflops = f"{r['gflops']:.3f}" if r.get("gflops") is not None else "–"
+        lines.append(f"| {r['panel']} | {r['model']} | {r['n']} | " + " | ".join(cells)
+                     + f" | {_pm(r['val_score_mean'], r['val_score_std'])} | {params} | {gflops} |")
+    out = ["# Run comparison", "",
+           f"{report['num_runs']} run(s); mean ± sample standard deviation over seeds (n per row). "
+           f"Settings that differ between rows: {', '.join(report['differing_settings']) or 'none'}.", "",
+           *lines, ""]
+    if report["left_out"]:
+        out += ["## Not included (failed or unfinished)", ""]
+        out += [f"- `{x['run']}`: {x['status']}" + (f" ({x['error']})" if x["error"] else "") for x in report["left_out"]]
+        out.append("")
+    return "\n".join(out)
+
+
+def _plot(report: Dict[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels: Dict[str, List[Dict[str, Any]]] = {}
+    for r in report["rows"]:
+        panels.setdefault(r["panel"], []).append(r)
+    n = max(1, len(panels))
+    width = max(4.0, max((len(v) for v in panels.values()), default=1) * 1.1 + 1.5)
+    fig = Figure(figsize=(width * n, 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (panel, rows) in zip(axes, panels.items()):
+        means = [r["balanced_accuracy_mean"] or 0.0 for r in rows]
+        stds = [r["balanced_accuracy_std"] or 0.0 for r in rows]
+        xs = list(range(len(rows)))
+        ax.bar(xs, means, yerr=stds, capsize=4, color="#4C72B0", alpha=0.85)
+        for x, r in zip(xs, rows):  # each seed as a dot
+            vals = [v for v in r["balanced_accuracy_values"] if v is not None]
+            ax.scatter([x] * len(vals), vals, color="black", s=10, zorder=3)
+            ax.text(x, 0.02, f"n={r['n']}", ha="center", va="bottom", fontsize=8, color="white")
+        ax.set_xticks(xs, [r["model"] for r in rows], rotation=20, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("test balanced accuracy")
+        ax.set_title(panel, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Test balanced accuracy (mean ± std over seeds; dots = seeds)", fontsize=10)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"), binary=True)
+
+
+def write_comparison(report: Dict[str, Any], out_dir: Path) -> Dict[str, Path]:
+    out_dir = Path(out_dir)
+    md = atomic_write(out_dir / "report.md", lambda fh: fh.write(_markdown(report)))
+    columns = ["panel", "model", "n", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")] + \
+              ["val_score_mean", "val_score_std", "params", "gflops"]
+
+    def write_rows(fh) -> None:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(columns)
+        for r in report["rows"]:
+            w.writerow(["" if r.get(c) is None else (" ".join(r[c]) if c == "seeds" else r[c]) for c in columns])
+
+    def write_runs(fh) -> None:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["panel", "model", "seed", "run", *METRICS])
+        for r in report["rows"]:
+            for run, seed, *vals in zip(r["runs"], r["seeds"], *[r[f"{m}_values"] for m in METRICS]):
+                w.writerow([r["panel"], r["model"], seed, run, *["" if v is None else v for v in vals]])
+
+    files = {"markdown": md, "csv": atomic_write(out_dir / "report.csv", write_rows),
+             "runs": atomic_write(out_dir / "runs.csv", write_runs)}
+    png = out_dir / "report.png"
+    _plot(report, png)
+    files["plot"] = png
+    return files
