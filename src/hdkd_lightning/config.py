@@ -116,6 +116,3 @@ def check_trainer_config(trainer: DictConfig) -> None:
             "run one hdkd-train per setting (e.g. with torchrun / a job array) without -m"
         )
 
-
-def to_plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg

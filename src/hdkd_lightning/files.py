@@ -12,7 +12,8 @@ __all__ = ["atomic_write", "write_json_atomic", "to_plain"]
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[IO], None], binary: bool = False) -> Path:
-    """Write ``path`` via a temporary file in the same folder, ``fsync`` and ``os.replace``.
+    """Write ``path`` via a temporary file ``.<name>.<random>.tmp`` in the same folder, ``fsync`` and
+    ``os.replace`` (then ``fsync`` of the folder, so the rename survives a power loss).
 
     Readers see the old complete file or the new complete one, never a partial write; a crash
     (or an exception in ``write``) leaves any previous ``path`` intact and no temporary file
@@ -38,6 +39,14 @@ def atomic_write(path: Union[str, Path], write: Callable[[IO], None], binary: bo
         except FileNotFoundError:
             pass
         raise
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
     return path
 
 

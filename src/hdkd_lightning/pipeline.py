@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hdkd_lightning.config import ConfigError, check_trainer_config, hydra_choice, print_config_tree, to_plain
+from hdkd_lightning.config import ConfigError, check_trainer_config, hydra_choice, print_config_tree
+from hdkd_lightning.files import to_plain
 
 log = logging.getLogger("hdkd_lightning")
 
@@ -58,7 +59,7 @@ def build_module(cfg: DictConfig, dm, data_name: str):
     class_weights = dm.class_weights().tolist() if model_cfg.get("class_weighted_loss", False) else None
     common = dict(class_names=list(dm.class_names), class_weights=class_weights, data_name=data_name)
     if "student" in model_cfg:
-        from hdkd_lightning.teacher_source import check_teacher_fits, load_teacher, resolve_teacher_path
+        from hdkd_lightning.checkpoints.teacher import check_teacher_fits, load_teacher, resolve_teacher_path
 
         tcfg = model_cfg.teacher
         path = resolve_teacher_path(tcfg.get("ckpt_path"), tcfg.get("experiment"), Path(cfg.paths.log_dir))
@@ -100,7 +101,7 @@ def _resume_checkpoint(cfg: DictConfig) -> Optional[Path]:
     if not cfg.get("ckpt_path"):
         return None
     if str(cfg.ckpt_path) == "last":
-        from hdkd_lightning.runs import find_latest_checkpoint
+        from hdkd_lightning.checkpoints.runs import find_latest_checkpoint
 
         found = find_latest_checkpoint(Path(cfg.paths.log_dir), cfg.task_name, "last.ckpt")
         if found is None:
@@ -110,7 +111,7 @@ def _resume_checkpoint(cfg: DictConfig) -> Optional[Path]:
     path = Path(cfg.ckpt_path).expanduser()
     if not path.is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
-    from hdkd_lightning.checkpoint import is_project_checkpoint, read_checkpoint
+    from hdkd_lightning.checkpoints import is_project_checkpoint, read_checkpoint
 
     if not is_project_checkpoint(read_checkpoint(path)):  # refuses unsafe files with a clear error
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a training checkpoint of this project; to start from "
@@ -146,16 +147,20 @@ def _finish_wandb() -> None:
 
 
 def _build_trainer(cfg: DictConfig, out: Path, extra_callbacks=()):
+    """The configured Trainer, plus the callback that writes the test artefacts into ``out``
+    (returned with it: its ``results`` are the test metrics)."""
     from hydra.utils import instantiate
 
-    from hdkd_lightning.lit.checkpoint_io import AtomicCheckpointIO
+    from hdkd_lightning.checkpoints.io import AtomicCheckpointIO
+    from hdkd_lightning.lit.test_artefacts import TestArtefacts
 
     _wandb_resume(cfg.get("logger"), out)
-    callbacks = _instantiate_dict(cfg.get("callbacks")) + list(extra_callbacks)
+    artefacts = TestArtefacts(out)
+    callbacks = _instantiate_dict(cfg.get("callbacks")) + list(extra_callbacks) + [artefacts]
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                           plugins=[AtomicCheckpointIO()], default_root_dir=str(out))
-    return trainer
+    return trainer, artefacts
 
 
 def _param_count(module) -> int:
@@ -186,10 +191,10 @@ def run_train(cfg: DictConfig, extra_callbacks=()) -> Dict[str, Any]:
 
     Returns the results; ``results["optimized_metric"]`` is the best validation value of
     ``cfg.optimized_metric`` in the run (what a sweeper optimises). The run's state is kept in
-    ``run.json`` (:mod:`hdkd_lightning.runs`). ``extra_callbacks`` are added to the configured
+    ``run.json`` (:mod:`hdkd_lightning.checkpoints.runs`). ``extra_callbacks`` are added to the configured
     ones (used by scripts that observe a run).
     """
-    from hdkd_lightning import runs
+    from hdkd_lightning.checkpoints import runs
 
     check_trainer_config(cfg.trainer)
     if cfg.get("train", True) and _selection_callback_cfg(cfg) is None:
@@ -224,7 +229,7 @@ def _fit_and_test(cfg: DictConfig, out: Path, resume: Optional[Path], extra_call
     data_name = hydra_choice("data", "data")
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm, data_name)
-    trainer = _build_trainer(cfg, out, extra_callbacks)
+    trainer, artefacts = _build_trainer(cfg, out, extra_callbacks)
     if trainer.is_global_zero:
         print_config_tree(cfg, save_to=out / "config_tree.txt")
         OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
@@ -245,9 +250,8 @@ def _fit_and_test(cfg: DictConfig, out: Path, resume: Optional[Path], extra_call
             best = next((cb.best_model_path for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), "")
             if not best and (out / "checkpoints" / "best.ckpt").is_file():
                 best = str(out / "checkpoints" / "best.ckpt")
-            module.artefact_dir = out
             trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
-            results["test"] = module.test_results
+            results["test"] = artefacts.results
             results["best_checkpoint"] = best or None
     finally:
         _finish_wandb()
@@ -272,7 +276,7 @@ def run_eval(cfg: DictConfig) -> Dict[str, Any]:
     """Test artefacts (metrics.json, per_class.csv, predictions.csv, confusion_matrix.png) for a checkpoint."""
     import lightning.pytorch as pl
 
-    from hdkd_lightning.checkpoint import network_from_checkpoint
+    from hdkd_lightning.checkpoints import network_from_checkpoint
     from hdkd_lightning.lit.evaluate import EvalModule
 
     check_trainer_config(cfg.trainer)
@@ -290,10 +294,9 @@ def run_eval(cfg: DictConfig) -> Dict[str, Any]:
         raise ConfigError(f"checkpoint {cfg.ckpt_path} expects image size {meta['image_size']} but "
                           f"data.image_size={dm.image_size}; drop the data.image_size override")
     module = EvalModule(net, meta)
-    module.artefact_dir = out
     with open_dict(cfg):
         cfg.callbacks = None
-    trainer = _build_trainer(cfg, out)
+    trainer, artefacts = _build_trainer(cfg, out)
     if trainer.is_global_zero:
         dm.write_splits(out)
     split = cfg.get("split", "test")
@@ -304,10 +307,11 @@ def run_eval(cfg: DictConfig) -> Dict[str, Any]:
         trainer.test(module, dataloaders=loader)
     finally:
         _finish_wandb()
-    results = dict(module.test_results, checkpoint=str(cfg.ckpt_path), split=split, output_dir=str(out))
+    results = dict(artefacts.results, checkpoint=str(cfg.ckpt_path), split=split, output_dir=str(out))
     if trainer.is_global_zero:
-        from hdkd_lightning.lit.metrics import format_metrics_table
         import rich
+
+        from hdkd_lightning.evaluation.console import format_metrics_table
 
         rich.print(format_metrics_table(results, f"{meta['arch']} on {data_name} ({split})"))
         log.info("artefacts written to %s", out)
@@ -318,9 +322,9 @@ def run_predict(cfg: DictConfig) -> Path:
     """Class probabilities for an image file or a folder of images (recursive), written as CSV."""
     import torch
 
-    from hdkd_lightning.checkpoint import network_from_checkpoint
+    from hdkd_lightning.checkpoints import network_from_checkpoint
     from hdkd_lightning.data.datamodule import HdkdDataModule
-    from hdkd_lightning.lit.metrics import write_predictions_csv
+    from hdkd_lightning.evaluation.artefacts import write_predictions_csv
 
     net, meta = network_from_checkpoint(cfg.ckpt_path)
     source = Path(str(cfg.input)).expanduser()
@@ -351,23 +355,22 @@ def run_predict(cfg: DictConfig) -> Path:
 def run_convert(cfg: DictConfig) -> Path:
     """A weights file of the original code -> a checkpoint usable by eval, predict and as teacher."""
     import lightning
-    import timm
 
-    from hdkd_lightning.checkpoint import META_KEY
-    from hdkd_lightning.lit.checkpoint_io import AtomicCheckpointIO
-    from hdkd_lightning.models.original import ARCHS, checkpoint_filter_fn, infer_model_kwargs, load_strict, read_state_dict
+    from hdkd_lightning.checkpoints.format import META_KEY, CheckpointError, build_meta
+    from hdkd_lightning.checkpoints.io import AtomicCheckpointIO
+    from hdkd_lightning.models.original import ARCHS, load_original_checkpoint
 
     if cfg.arch not in ARCHS:
         raise ConfigError(f"arch={cfg.arch}: choose one of {', '.join(ARCHS)}")
-    sd = checkpoint_filter_fn(read_state_dict(cfg.input))
-    kwargs = infer_model_kwargs(sd, cfg.arch)
-    image_size = int(cfg.image_size) if cfg.get("image_size") else int(kwargs.get("img_size", 224))
-    if kwargs.get("img_size", image_size) != image_size:
-        raise ConfigError(f"image_size={image_size}: {cfg.input} was built for {kwargs['img_size']} px (its position "
-                          f"embedding); set image_size={kwargs['img_size']}")
+    size = {"img_size": int(cfg.image_size)} if cfg.get("image_size") else {}
+    try:  # the network's constructor refuses image sizes it cannot take
+        net, kwargs = load_original_checkpoint(cfg.input, cfg.arch, return_kwargs=True, **size)
+    except CheckpointError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"image_size={cfg.get('image_size')}: {exc}") from None
+    image_size = int(kwargs.get("img_size", 224))
     kwargs["img_size"] = image_size
-    net = timm.create_model(cfg.arch, **kwargs)  # refuses image sizes the network cannot take
-    load_strict(net, sd, source=str(cfg.input))
     if cfg.get("class_names"):
         class_names = list(cfg.class_names)
     elif cfg.get("data") is not None:
@@ -380,9 +383,8 @@ def run_convert(cfg: DictConfig) -> Path:
     kind = {"hdkd_teacher": "teacher", "hdkd_student": "student", "hdkd_student_distilled": "distill"}[cfg.arch]
     ckpt = {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
             "pytorch-lightning_version": lightning.__version__,
-            META_KEY: {"kind": kind, "arch": cfg.arch, "net_kwargs": kwargs, "prefix": "net.",
-                       "class_names": class_names, "image_size": image_size, "data": hydra_choice("data", ""),
-                       "converted_from": str(Path(cfg.input).resolve())}}
+            META_KEY: build_meta(kind, cfg.arch, kwargs, class_names, image_size, hydra_choice("data", ""),
+                                 converted_from=str(Path(cfg.input).resolve()))}
     output = Path(cfg.output).expanduser().resolve()
     AtomicCheckpointIO().save_checkpoint(ckpt, output)
     log.info("converted %s (%s, %d classes) -> %s", cfg.input, cfg.arch, net.num_classes, output)

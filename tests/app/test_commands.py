@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from hdkd_lightning.checkpoint import read_checkpoint
+from hdkd_lightning.checkpoints import read_checkpoint
 from tests.app.conftest import FOLDER, TINY
 
 
@@ -149,7 +149,7 @@ def test_convert_original_weights(runner, parity_dir, tmp_path):
     out = tmp_path / "teacher.ckpt"
     runner.run("convert", [f"input={parity_dir / 'official_teacher.pth'}", "arch=hdkd_teacher", f"output={out}",
                            "class_names=[glioma,meningioma,notumor,pituitary]", "image_size=224"])
-    from hdkd_lightning.checkpoint import network_from_checkpoint
+    from hdkd_lightning.checkpoints import network_from_checkpoint
 
     net, meta = network_from_checkpoint(out)
     assert meta["class_names"] == ["glioma", "meningioma", "notumor", "pituitary"] and meta["image_size"] == 224

@@ -75,14 +75,17 @@ def test_teacher_module_fast_dev_run(tmp_path, model):
     mcfg = _compose("train", [f"model={model}", "trainer.max_epochs=3"]).model
     module = TeacherModule(net=_net_spec(mcfg.net, dm.num_classes, 32), class_names=dm.class_names,
                            optimizer=mcfg.optimizer, scheduler=mcfg.scheduler)
+    from hdkd_lightning.lit.test_artefacts import TestArtefacts
+
+    artefacts = TestArtefacts(tmp_path / "test")
     trainer = pl.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         default_root_dir=tmp_path)
+                         default_root_dir=tmp_path, callbacks=[artefacts])
     before = [p.detach().clone() for p in module.net.parameters()]
     trainer.fit(module, datamodule=dm)
     assert any(not torch.equal(a, b) for a, b in zip(before, module.net.parameters()))
-    module.artefact_dir = tmp_path / "test"
     trainer.test(module, datamodule=dm)
     assert (tmp_path / "test" / "metrics.json").is_file()
+    assert artefacts.results["num_samples"] == dm.batch_size  # fast_dev_run: one test batch
 
 
 def test_distill_module_fast_dev_run_keeps_teacher_frozen(tmp_path):

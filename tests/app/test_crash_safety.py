@@ -9,8 +9,8 @@ import time
 
 import torch
 
-from hdkd_lightning.checkpoint import read_checkpoint
-from hdkd_lightning.lit.checkpoint_io import AtomicCheckpointIO
+from hdkd_lightning.checkpoints import read_checkpoint
+from hdkd_lightning.checkpoints.io import AtomicCheckpointIO
 from tests.app.conftest import TINY
 
 DETERMINISTIC = TINY + ["model=student", "trainer.deterministic=true", "test=false", "trainer.max_epochs=4",
@@ -27,7 +27,7 @@ def test_kill_during_checkpoint_write_keeps_the_previous_file(tmp_path):
     proc = mp.get_context("fork").Process(target=_write_big, args=(path,))
     proc.start()
     deadline = time.time() + 60
-    while not list(tmp_path.glob("last.ckpt.tmp-*")) and time.time() < deadline:
+    while not list(tmp_path.glob(".last.ckpt.*.tmp")) and time.time() < deadline:
         time.sleep(0.005)
     time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
@@ -69,7 +69,7 @@ def test_sigkill_mid_epoch_and_mid_write_then_resume_equals_uninterrupted(runner
 
     # 2. resume, and kill again while a checkpoint is being written
     proc = _popen(runner, DETERMINISTIC + ["task_name=crash_me", "ckpt_path=last"])
-    _wait_for(lambda: bool(list((run / "checkpoints").glob("*.tmp-*"))), proc)
+    _wait_for(lambda: bool(list((run / "checkpoints").glob(".*.ckpt.*.tmp"))), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     survived = read_checkpoint(run / "checkpoints" / "last.ckpt")  # intact: the old or the new complete file

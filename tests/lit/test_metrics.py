@@ -21,15 +21,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from hdkd_lightning.evaluation.artefacts import RESULT_KEYS, write_evaluation_artefacts, write_predictions_csv
+from hdkd_lightning.evaluation.console import format_metrics_table
+from hdkd_lightning.evaluation.uploads import log_artefacts
 from hdkd_lightning.lit import metrics as M
-from hdkd_lightning.lit.metrics import (
-    ClassificationMetrics,
-    compute_metrics,
-    format_metrics_table,
-    log_artefacts,
-    write_evaluation_artefacts,
-    write_predictions_csv,
-)
+from hdkd_lightning.lit.metrics import ClassificationMetrics, compute_metrics
 
 NAMES = ["akiec", "bcc", "bkl", "mel", "nv"]
 
@@ -188,7 +184,7 @@ def test_write_evaluation_artefacts(tmp_path):
                 "f1_macro", "auroc_macro", "per_class", "confusion_matrix"):
         assert key in saved
     assert saved["split"] == "test" and saved["checkpoint"] == "/x/best.ckpt" and saved["params"] == 123
-    assert set(saved) == set(M._RESULT_KEYS) | {"split", "checkpoint", "params"}
+    assert set(saved) == set(RESULT_KEYS) | {"split", "checkpoint", "params"}
     assert saved["num_samples"] == 39 and saved["num_unlabelled"] == 1
     assert np.sum(saved["confusion_matrix"]) == 39
     # identical to what the streaming metrics log

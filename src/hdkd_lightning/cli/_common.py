@@ -37,11 +37,10 @@ def hydra_command(config_name: str) -> Callable:
         @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
         @functools.wraps(fn)
         def job(cfg):
-            from hdkd_lightning.checkpoint import CheckpointError
+            from hdkd_lightning.checkpoints import CheckpointError  # original-code weights' errors included
             from hdkd_lightning.config import ConfigError
-            from hdkd_lightning.models.original import OriginalCheckpointError
 
-            user_errors = (ConfigError, CheckpointError, OriginalCheckpointError, FileNotFoundError)
+            user_errors = (ConfigError, CheckpointError, FileNotFoundError)
             try:
                 from hdkd_lightning.data.base import DataError  # the data layer's own error type
 

@@ -31,7 +31,7 @@ STAGES = [
 def _inference_speed(ckpt: Path, batch: int = 32, repeats: int = 5) -> float:
     import torch
 
-    from hdkd_lightning.checkpoint import network_from_checkpoint
+    from hdkd_lightning.checkpoints import network_from_checkpoint
 
     net, meta = network_from_checkpoint(ckpt)
     x = torch.randn(batch, 3, meta["image_size"], meta["image_size"])

@@ -46,23 +46,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from hdkd_lightning.files import to_plain
 from hdkd_lightning.data.base import (SPLITS, UNUSED, DataError, FileSource, Index, Problem, Record,
                                       class_counts, describe_paths, problems_message)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = "~/.cache/hdkd_lightning"
-
-
-def _plain(x: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(x, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(x, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return x
 
 
 def _is_rank_zero() -> bool:
@@ -131,20 +121,20 @@ class HdkdDataModule(L.LightningDataModule):
         self.dedup = bool(dedup)
         self.sampler = None if sampler in (None, "none", "null", "") else str(sampler)
         self.smote = bool(smote)
-        self.smote_strategy = _plain(smote_strategy)
+        self.smote_strategy = to_plain(smote_strategy)
         self.smote_k_neighbors = int(smote_k_neighbors)
         self.split_file = None if split_file in (None, "") else str(split_file)
         self.on_bad_image = str(on_bad_image)
         self.max_image_pixels = None if max_image_pixels in (None, 0) else int(max_image_pixels)
         self.interpolation = str(interpolation)
-        cache = dict(_plain(cache) or {})
+        cache = dict(to_plain(cache) or {})
         self.cache_images = bool(cache.pop("images", True))
         cache_dir = cache.pop("dir", DEFAULT_CACHE_DIR)
         self.cache_dir = None if cache_dir in (None, "") else Path(str(cache_dir)).expanduser()
         self.cache_threads = cache.pop("threads", None)
         if cache:
             raise DataError(f"unknown data.cache key(s) {sorted(cache)}; known: images, dir, threads.")
-        transforms = dict(_plain(transforms) or {})
+        transforms = dict(to_plain(transforms) or {})
         self.train_entries = transforms.pop("train", None)
         self.eval_entries = transforms.pop("eval", None)
         if transforms:
@@ -152,7 +142,7 @@ class HdkdDataModule(L.LightningDataModule):
         self.predict_split = predict_split
         self.drop_last = bool(drop_last)
         self.output_dir = None if output_dir in (None, "") else str(output_dir)
-        self.source_options = {k: _plain(v) for k, v in source_options.items()}
+        self.source_options = {k: to_plain(v) for k, v in source_options.items()}
         self._validate()
         # "paths" = prediction on files only (see from_paths): no dataset source
         self.source = None if self.source_name == "paths" else self._make_source()

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from hdkd_lightning.files import atomic_write
-from hdkd_lightning.runs import read_run_state
+from hdkd_lightning.checkpoints.runs import read_run_state
 
 __all__ = ["RunResult", "find_runs", "load_run", "build_comparison", "write_comparison", "METRICS", "IGNORED"]
 
@@ -176,7 +176,7 @@ def _network_cost(run_dir: Path, cache: Dict[str, Tuple[int, float]]) -> Tuple[O
 
     import hdkd_lightning.models  # noqa: F401  (registers the architectures)
     from hdkd_lightning.bench.flops import count_flops
-    from hdkd_lightning.checkpoint import META_KEY, read_checkpoint
+    from hdkd_lightning.checkpoints import META_KEY, read_checkpoint
 
     meta = read_checkpoint(ckpt).get(META_KEY) or {}
     key = json.dumps([meta.get("arch"), meta.get("net_kwargs")], sort_keys=True, default=str)

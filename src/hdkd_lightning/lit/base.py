@@ -1,38 +1,30 @@
-"""What TeacherModule and DistillModule share: metrics, optimisation, test artefacts, checkpoint metadata.
+"""What TeacherModule and DistillModule share: validation metrics, the test step, optimisation,
+the non-finite-loss guard and checkpoint metadata.
 
 Hyperparameters are plain data (dicts of numbers and strings) so that checkpoints load with
 ``torch.load(weights_only=True)``; optimizer and scheduler are Hydra ``_partial_`` specs
-instantiated in :meth:`configure_optimizers`.
+instantiated in :meth:`configure_optimizers`. The test step returns each image's path, label and
+probabilities; scoring the whole split and writing the artefacts is the job of the
+:class:`~hdkd_lightning.lit.test_artefacts.TestArtefacts` callback.
+
+Each network is registered (and so saved) once. With ``compile=true`` the compiled wrapper that
+runs the training step is kept outside the module tree (:meth:`training_net`), so checkpoints
+have the same keys whether or not ``compile`` is on, and a resume may switch it.
 """
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 
-from hdkd_lightning.checkpoint import META_KEY
+from hdkd_lightning.checkpoints.format import META_KEY, drop_duplicate_networks
 from hdkd_lightning.distillation import auto_channels_last
-from hdkd_lightning.lit.metrics import (
-    ClassificationMetrics,
-    compute_metrics,
-    log_artefacts,
-    write_evaluation_artefacts,
-)
+from hdkd_lightning.lit.metrics import ClassificationMetrics
 
-__all__ = ["ClassifierModuleBase", "plain"]
-
-
-def plain(value: Any) -> Any:
-    """DictConfig/ListConfig -> resolved dicts and lists (safe to pickle with weights_only)."""
-    if isinstance(value, DictConfig) or OmegaConf.is_list(value):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
+__all__ = ["ClassifierModuleBase"]
 
 
 class ClassifierModuleBase(pl.LightningModule):
@@ -49,14 +41,23 @@ class ClassifierModuleBase(pl.LightningModule):
         super().__init__()
         self.class_names = list(class_names)
         self.val_metrics = ClassificationMetrics(len(self.class_names), self.class_names)
-        self._test_rows: List[tuple] = []
-        self.artefact_dir: Optional[Path] = None
-        self.test_results: Dict[str, Any] = {}
 
     # -- network -------------------------------------------------------------------------
     @property
     def deploy_net(self) -> torch.nn.Module:
         return self.net
+
+    def training_net(self) -> torch.nn.Module:
+        """The trained network as the training step runs it: ``torch.compile`` d when
+        ``compile=true``. The compiled wrapper shares the network's parameters and lives outside
+        the module tree (created on first use), so it is never saved."""
+        if not self.hparams.get("compile", False):
+            return self.net
+        compiled = self.__dict__.get("_compiled_net")
+        if compiled is None:
+            compiled = torch.compile(self.net)
+            self.__dict__["_compiled_net"] = compiled  # plain attribute: not a submodule
+        return compiled
 
     @staticmethod
     def _check_channels_last(value: Any) -> Any:
@@ -152,54 +153,10 @@ class ClassifierModuleBase(pl.LightningModule):
         self.log_dict(scalars)
         self.val_metrics.reset()
 
-    # -- test: exact metrics over the whole split, artefacts written once -----------------
-    def on_test_epoch_start(self) -> None:
-        self._test_rows = []
-
-    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
-        probs = self.predict_probs(batch["image"]).cpu()
-        for path, label, p in zip(batch["path"], batch["label"].cpu().tolist(), probs):
-            self._test_rows.append((path, label, p))
-
-    def on_test_epoch_end(self) -> None:
-        rows = self._test_rows
-        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: List[Any] = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = [r for part in gathered for r in part]
-        # a distributed sampler pads with repeated samples: count each image once
-        seen, unique = set(), []
-        for r in rows:
-            if r[0] not in seen:
-                seen.add(r[0])
-                unique.append(r)
-        unique.sort(key=lambda r: r[0])
-        paths = [r[0] for r in unique]
-        labels = torch.tensor([r[1] for r in unique], dtype=torch.long)
-        probs = torch.stack([r[2] for r in unique]) if unique else torch.zeros(0, len(self.class_names))
-        extra = {"kind": self.kind, "model": self.hparams.get("arch_name", ""),
-                 "params": sum(p.numel() for p in self.deploy_net.parameters())}
-        out_dir = self.artefact_dir or Path(self.trainer.default_root_dir)
-        if not unique:
-            self.print("WARNING: the test split is empty; no test metrics or artefacts were written")
-            self.test_results = {}
-            return
-        # every process holds every row now: identical numbers everywhere, files written once
-        if self.trainer.is_global_zero:
-            self.test_results = write_evaluation_artefacts(out_dir, self.class_names, paths, labels, probs, extra)
-        else:
-            self.test_results = dict(compute_metrics(self.class_names, labels, probs), **extra)
-        scalars = {f"test/{k}": float(v) for k, v in self.test_results.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("params",)
-                   and math.isfinite(float(v))}
-        self.log_dict(scalars, rank_zero_only=True)
-        if self.trainer.is_global_zero:
-            for logger in self.loggers:
-                log_artefacts(logger, self.test_results, out_dir, log_scalars=False)
-
-    # -- prediction ----------------------------------------------------------------------
-    def predict_step(self, batch: Dict[str, Any], batch_idx: int) -> Dict[str, Any]:
-        return {"path": batch["path"], "probs": self.predict_probs(batch["image"]).cpu()}
+    # -- test: the rows the TestArtefacts callback scores --------------------------------
+    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> Dict[str, Any]:
+        return {"path": list(batch["path"]), "label": batch["label"].detach().cpu(),
+                "probs": self.predict_probs(batch["image"]).detach().float().cpu()}
 
     # -- optimisation --------------------------------------------------------------------
     def trainable_parameters(self):
@@ -232,7 +189,12 @@ class ClassifierModuleBase(pl.LightningModule):
 
     # -- checkpoint metadata -------------------------------------------------------------
     def checkpoint_meta(self) -> Dict[str, Any]:
+        """The checkpoint's ``"hdkd"`` entry (:func:`hdkd_lightning.checkpoints.build_meta`)."""
         raise NotImplementedError
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # checkpoints of earlier versions held a second copy of the trained network
+        checkpoint["state_dict"] = drop_duplicate_networks(checkpoint["state_dict"])
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self._raise_if_nonfinite_seen()  # never write weights a non-finite loss has already touched

@@ -10,7 +10,9 @@ import torch
 import hdkd_lightning.models  # noqa: F401  (registers the architectures)
 from hdkd_lightning.deploy import prepare_teacher
 from hdkd_lightning.distillation import distill_forward
-from hdkd_lightning.lit.base import ClassifierModuleBase, plain
+from hdkd_lightning.checkpoints.format import build_meta
+from hdkd_lightning.files import to_plain
+from hdkd_lightning.lit.base import ClassifierModuleBase
 from hdkd_lightning.losses import FeatureDistillationLoss, HdkdLoss, LogitDistillationLoss
 
 __all__ = ["DistillModule"]
@@ -59,11 +61,11 @@ class DistillModule(ClassifierModuleBase):
                  loss: Optional[Dict[str, Any]] = None, class_weights: Optional[List[float]] = None,
                  channels_last: Any = "auto", compile: bool = False, teacher_dtype: Optional[str] = None,
                  nonfinite_loss: str = "error", data_name: str = "", teacher_fold_bn: bool = True) -> None:
-        student, teacher, optimizer, scheduler, loss = map(plain, (student, teacher, optimizer, scheduler, loss or {}))
+        student, teacher, optimizer, scheduler, loss = map(to_plain, (student, teacher, optimizer, scheduler, loss or {}))
         super().__init__(class_names)
         self.save_hyperparameters({"student": student, "teacher": teacher, "class_names": list(class_names),
                                    "optimizer": optimizer, "scheduler": scheduler, "loss": loss,
-                                   "class_weights": plain(class_weights),
+                                   "class_weights": to_plain(class_weights),
                                    "channels_last": self._check_channels_last(channels_last),
                                    "compile": compile, "teacher_dtype": teacher_dtype,
                                    "teacher_fold_bn": teacher_fold_bn,
@@ -76,7 +78,6 @@ class DistillModule(ClassifierModuleBase):
                 raise ValueError(f"{name} has {net.num_classes} classes but the data has {len(class_names)}")
         self.teacher.requires_grad_(False).eval()
         self.loss_fn = build_loss(loss, class_weights)
-        self._train_student = torch.compile(self.student) if compile else self.student
 
     @property
     def net(self) -> torch.nn.Module:
@@ -133,7 +134,7 @@ class DistillModule(ClassifierModuleBase):
         images, labels = self._input_layout(batch["image"]), batch["label"]
         teacher_images = images.to(self._teacher_dtype) if self._teacher_dtype is not None else None
         self.teacher.eval()
-        loss, parts, _ = distill_forward(self._train_student, self.step_teacher(), self.loss_fn, images, labels,
+        loss, parts, _ = distill_forward(self.training_net(), self.step_teacher(), self.loss_fn, images, labels,
                                          teacher_images)
         loss = self._check_loss(loss, parts)
         if loss is None:
@@ -146,8 +147,7 @@ class DistillModule(ClassifierModuleBase):
 
     def checkpoint_meta(self) -> Dict[str, Any]:
         s_kwargs = dict(self.hparams.student.get("kwargs", {}))
-        return {"kind": "distill", "arch": self.hparams.student["arch"], "net_kwargs": s_kwargs,
-                "prefix": self.net_prefix, "class_names": list(self.class_names),
-                "image_size": s_kwargs.get("img_size"), "data": self.hparams.data_name,
-                "networks": {"teacher.": {"arch": self.hparams.teacher["arch"],
-                                          "net_kwargs": dict(self.hparams.teacher.get("kwargs", {}))}}}
+        teacher = {"arch": self.hparams.teacher["arch"], "net_kwargs": dict(self.hparams.teacher.get("kwargs", {}))}
+        return build_meta("distill", self.hparams.student["arch"], s_kwargs, self.class_names,
+                          s_kwargs.get("img_size"), self.hparams.data_name, prefix=self.net_prefix,
+                          networks={"teacher.": teacher})

@@ -1,9 +1,12 @@
-"""Classification metrics that stay honest on imbalanced data, and the evaluation artefacts.
+"""Classification metrics that stay honest on imbalanced data (definitions only).
 
 :class:`ClassificationMetrics` wraps a torchmetrics ``MetricCollection``; as a sub-module of a
 LightningModule it follows the module to its device, and torchmetrics gathers its states across
 DDP processes when it is computed (every process must then call :meth:`~ClassificationMetrics.compute`
-or :meth:`~ClassificationMetrics.scalars`).
+or :meth:`~ClassificationMetrics.scalars`). :func:`compute_metrics` scores a whole split held by
+one process. The files made from these numbers are written by
+:mod:`hdkd_lightning.evaluation.artefacts`; the console table and the logger uploads live in
+:mod:`hdkd_lightning.evaluation.console` and :mod:`hdkd_lightning.evaluation.uploads`.
 
 Definitions (all match scikit-learn; the tests check it):
 
@@ -27,23 +30,13 @@ Definitions (all match scikit-learn; the tests check it):
 * ``confusion_matrix``: counts, rows = true class, columns = predicted class.
 
 :meth:`ClassificationMetrics.compute` returns Python floats, undefined values as ``float("nan")``.
-The artefact files are strict JSON/CSV, so there (and in the dict :func:`write_evaluation_artefacts`
-returns) undefined values are ``null`` / ``None`` / an empty CSV cell.
-
-Files written by :func:`write_evaluation_artefacts` (each atomically: a temporary file in the
-same folder, then ``os.replace``): ``metrics.json``, ``per_class.csv``, ``predictions.csv`` and
-``confusion_matrix.png``. Call it on one process only (global rank 0).
+The artefact files are strict JSON/CSV, so there undefined values are ``null`` / an empty cell.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import warnings
-from pathlib import Path
-from typing import IO, Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Sequence, Union
 
 import numpy as np
 import torch
@@ -58,21 +51,9 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from hdkd_lightning.files import atomic_write
 
-__all__ = [
-    "SCALAR_KEYS",
-    "PER_CLASS_KEYS",
-    "ClassificationMetrics",
-    "compute_metrics",
-    "write_evaluation_artefacts",
-    "write_predictions_csv",
-    "write_per_class_csv",
-    "render_confusion_matrix",
-    "log_artefacts",
-    "format_metrics_table",
-    "print_metrics_table",
-]
+__all__ = ["SCALAR_KEYS", "PER_CLASS_KEYS", "ClassificationMetrics", "compute_metrics", "to_numpy", "check_probs",
+           "check_labels"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
 
@@ -80,15 +61,6 @@ ArrayLike = Union[Tensor, np.ndarray, Sequence]
 SCALAR_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auroc_macro")
 #: per-class metrics (``support`` is an int), in the order of the columns of per_class.csv
 PER_CLASS_KEYS = ("precision", "recall", "f1", "auroc", "support")
-
-METRICS_JSON = "metrics.json"
-PER_CLASS_CSV = "per_class.csv"
-PREDICTIONS_CSV = "predictions.csv"
-CONFUSION_PNG = "confusion_matrix.png"
-
-# the keys of write_evaluation_artefacts' result before ``extra`` is merged in
-_RESULT_KEYS = ("class_names", "num_samples", "num_unlabelled", *SCALAR_KEYS, "per_class", "confusion_matrix",
-                "classes_absent_from_targets")
 
 # torchmetrics' ROC warns for a class without positives/negatives and scores it 0; we handle it
 _ROC_WARNINGS = r"No (positive|negative) samples in targets"
@@ -219,7 +191,7 @@ class ClassificationMetrics(nn.Module):
 
 # -- array helpers ---------------------------------------------------------------------------
 
-def _to_numpy(x: ArrayLike) -> np.ndarray:
+def to_numpy(x: ArrayLike) -> np.ndarray:
     if isinstance(x, Tensor):
         x = x.detach().cpu()
         if x.dtype in (torch.float16, torch.bfloat16):
@@ -228,7 +200,7 @@ def _to_numpy(x: ArrayLike) -> np.ndarray:
     return np.asarray(x)
 
 
-def _check_probs(probs: np.ndarray, num_classes: int) -> np.ndarray:
+def check_probs(probs: np.ndarray, num_classes: int) -> np.ndarray:
     if probs.ndim != 2 or probs.shape[1] != num_classes:
         raise ValueError(f"probs must have shape [N, {num_classes}], got {probs.shape}")
     if not np.issubdtype(probs.dtype, np.floating):
@@ -244,8 +216,8 @@ def _check_probs(probs: np.ndarray, num_classes: int) -> np.ndarray:
     return probs
 
 
-def _check_labels(labels: ArrayLike, n: int, num_classes: int) -> np.ndarray:
-    labels = _to_numpy(labels)
+def check_labels(labels: ArrayLike, n: int, num_classes: int) -> np.ndarray:
+    labels = to_numpy(labels)
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape [{n}], got {labels.shape}")
     if n and not np.issubdtype(labels.dtype, np.integer):
@@ -266,8 +238,8 @@ def compute_metrics(class_names: Sequence[str], labels: ArrayLike, probs: ArrayL
     accumulated batch by batch, because it is that class, run on the CPU in float32.
     """
     class_names = list(class_names)
-    probs = _check_probs(_to_numpy(probs), len(class_names))
-    labels = _check_labels(labels, probs.shape[0], len(class_names))
+    probs = check_probs(to_numpy(probs), len(class_names))
+    labels = check_labels(labels, probs.shape[0], len(class_names))
     known = labels >= 0
     if not known.any():
         raise ValueError("no labelled images (all labels are -1): metrics need labels; "
@@ -278,297 +250,3 @@ def compute_metrics(class_names: Sequence[str], labels: ArrayLike, probs: ArrayL
     result = metrics.compute()
     result["num_unlabelled"] = int((~known).sum())
     return result
-
-
-# -- files -----------------------------------------------------------------------------------
-
-def _jsonable(value: Any) -> Any:
-    """NaN/inf -> None, numpy/torch scalars and arrays -> Python, paths -> str (recursively)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (Tensor, np.ndarray)):
-        return _jsonable(_to_numpy(value).tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_predictions_csv(path: Union[str, Path], class_names: Sequence[str], paths: Sequence[Any],
-                          probs: ArrayLike, labels: Optional[ArrayLike] = None) -> Path:
-    """Write one row per image: ``path,label,predicted,prob_<class>...``.
-
-    ``label`` and ``predicted`` are class names; ``label`` is empty when ``labels`` is None or
-    the label is -1 (unknown). ``predicted`` is the arg-max class (first one on ties, as the
-    metrics). Probabilities are written at full precision of their dtype.
-    """
-    class_names = [str(n) for n in class_names]
-    probs = _check_probs(_to_numpy(probs), len(class_names))
-    n = probs.shape[0]
-    if len(paths) != n:
-        raise ValueError(f"got {len(paths)} paths for {n} rows of probabilities")
-    labels_np = None if labels is None else _check_labels(labels, n, len(class_names))
-    predicted = probs.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
-
-    def write(fh: IO) -> None:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["path", "label", "predicted", *[f"prob_{c}" for c in class_names]])
-        for i in range(n):
-            label = "" if labels_np is None or labels_np[i] < 0 else class_names[labels_np[i]]
-            # str() of a numpy float32/float64 is its shortest exact (round-trip) representation
-            writer.writerow([str(paths[i]), label, class_names[predicted[i]], *map(str, probs[i])])
-
-    return atomic_write(path, write)
-
-
-def write_per_class_csv(path: Union[str, Path], metrics: Mapping[str, Any]) -> Path:
-    """``class,precision,recall,f1,auroc,support``, one row per class (undefined -> empty cell)."""
-    per_class = metrics["per_class"]
-
-    def cell(v: Any) -> Any:
-        return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
-
-    def write(fh: IO) -> None:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["class", *PER_CLASS_KEYS])
-        for name, row in per_class.items():
-            writer.writerow([name, *[cell(row.get(k)) for k in PER_CLASS_KEYS]])
-
-    return atomic_write(path, write)
-
-
-# -- confusion matrix figure -----------------------------------------------------------------
-
-def render_confusion_matrix(confusion_matrix: Any, class_names: Sequence[str], title: str = "") -> "Figure":
-    """A two-panel matplotlib Figure (counts; row-normalised = recall per true class).
-
-    Uses ``matplotlib.figure.Figure`` with an Agg canvas, so it neither needs a display nor
-    touches pyplot's global state.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    cm = np.asarray(confusion_matrix, dtype=np.int64)
-    names = [str(n) for n in class_names]
-    c = len(names)
-    if cm.shape != (c, c):
-        raise ValueError(f"confusion matrix must be {c}x{c}, got {cm.shape}")
-    rows = cm.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.where(rows > 0, cm / np.maximum(rows, 1), np.nan)
-
-    cell = 0.6 if c <= 12 else max(0.22, 7.0 / c)  # inches per cell: readable up to ~12 classes
-    longest = max(len(n) for n in names)
-    margin = min(0.09 * longest, 2.5) + 0.9  # room for tick labels
-    side = max(3.2, cell * c)
-    fig = Figure(figsize=(2 * (side + margin + 0.9), side + margin + 0.8), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    font = 9 if c <= 8 else (8 if c <= 12 else (6 if c <= 20 else 5))
-    annotate = c <= 30
-    panels = [(cm.astype(float), "Counts", lambda v: f"{int(v)}", max(cm.max(), 1)),
-              (norm, "Row-normalised (recall per true class)", lambda v: f"{v:.2f}", 1.0)]
-    for ax, (data, panel_title, fmt, vmax) in zip(axes, panels):
-        masked = np.ma.masked_invalid(data)
-        im = ax.imshow(masked, cmap="Blues", vmin=0, vmax=vmax, interpolation="nearest")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        ax.set_title(panel_title, fontsize=10)
-        ax.set_xticks(range(c), labels=names, rotation=45, ha="right", rotation_mode="anchor", fontsize=font)
-        ax.set_yticks(range(c), labels=names, fontsize=font)
-        ax.set_xlabel("Predicted class")
-        ax.set_ylabel("True class")
-        if annotate:
-            for i in range(c):
-                for j in range(c):
-                    v = data[i, j]
-                    text = "–" if not np.isfinite(v) else fmt(v)
-                    dark = np.isfinite(v) and v > 0.5 * vmax
-                    ax.text(j, i, text, ha="center", va="center", fontsize=font,
-                            color="white" if dark else "black")
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def _figure_png_bytes(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-# -- the evaluation artefacts ----------------------------------------------------------------
-
-def write_evaluation_artefacts(output_dir: Union[str, Path], class_names: Sequence[str], paths: Sequence[Any],
-                               labels: ArrayLike, probs: ArrayLike,
-                               extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Score a whole split and write ``metrics.json``, ``per_class.csv``, ``predictions.csv`` and
-    ``confusion_matrix.png`` into ``output_dir`` (created if needed).
-
-    Args:
-        labels: ``[N]`` class indices; -1 marks an unknown label (the row is in predictions.csv
-            but not in the metrics; ``num_unlabelled`` counts them).
-        probs: ``[N, C]`` softmax probabilities.
-        extra: run information merged into the result (checkpoint, split, model, parameter
-            count, ...); it may not reuse a metric's key.
-
-    Returns:
-        The content of metrics.json: ``class_names``, ``num_samples``, ``num_unlabelled``, the
-        scalars, ``per_class``, ``confusion_matrix``, ``classes_absent_from_targets`` and
-        ``extra``'s keys; undefined values are ``None``.
-    """
-    output_dir = Path(output_dir)
-    class_names = [str(n) for n in class_names]
-    probs_np = _check_probs(_to_numpy(probs), len(class_names))
-    labels_np = _check_labels(labels, probs_np.shape[0], len(class_names))
-    if len(paths) != probs_np.shape[0]:
-        raise ValueError(f"got {len(paths)} paths for {probs_np.shape[0]} rows of probabilities")
-
-    clash = sorted(set(extra or {}) & set(_RESULT_KEYS))
-    if clash:
-        raise ValueError(f"extra may not overwrite computed metrics: {clash}")
-
-    computed = compute_metrics(class_names, labels_np, probs_np)
-    result: Dict[str, Any] = {"class_names": class_names, "num_samples": computed.pop("num_samples"),
-                              "num_unlabelled": computed.pop("num_unlabelled")}
-    result.update(computed)
-    result.update(extra or {})
-    result = _jsonable(result)
-    text = json.dumps(result, indent=2, allow_nan=False, default=str) + "\n"
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions_csv(output_dir / PREDICTIONS_CSV, class_names, paths, probs_np, labels_np)
-    write_per_class_csv(output_dir / PER_CLASS_CSV, result)
-    fig = render_confusion_matrix(result["confusion_matrix"], class_names)
-    atomic_write(output_dir / CONFUSION_PNG, lambda fh: fig.savefig(fh, format="png"), binary=True)
-    # metrics.json last: once it exists, the other files of the run are complete
-    atomic_write(output_dir / METRICS_JSON, lambda fh: fh.write(text))
-    return result
-
-
-# -- loggers ---------------------------------------------------------------------------------
-
-def _flatten_scalars(metrics: Mapping[str, Any], prefix: str) -> Dict[str, float]:
-    def number(v: Any) -> Optional[float]:
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-            return None
-        v = float(v)
-        return v if math.isfinite(v) else None
-
-    sep = "/" if prefix else ""
-    flat: Dict[str, float] = {}
-    for key, value in metrics.items():
-        v = number(value)
-        if v is not None:
-            flat[f"{prefix}{sep}{key}"] = v
-    for name, row in (metrics.get("per_class") or {}).items():
-        for key, value in row.items():
-            v = number(value)
-            if v is not None:
-                flat[f"{prefix}{sep}per_class/{name}/{key}"] = v
-    return flat
-
-
-def log_artefacts(logger: Any, metrics: Mapping[str, Any], output_dir: Union[str, Path], *,
-                  prefix: str = "test", log_scalars: bool = True, step: Optional[int] = None) -> None:
-    """Send evaluation results to a Lightning logger (or a list of them; None does nothing).
-
-    * every logger: the finite numeric scalars, flattened (``test/balanced_accuracy``,
-      ``test/per_class/<class>/f1``, ...) via ``logger.log_metrics`` (skip with ``log_scalars=False``
-      when ``LightningModule.log_dict`` already logged them);
-    * ``WandbLogger``: the confusion-matrix image (``wandb.Image``) and the per-class table
-      (``wandb.Table``);
-    * ``TensorBoardLogger``: the confusion-matrix image (``add_image``).
-
-    The image is ``output_dir/confusion_matrix.png`` (rendered from ``metrics`` if absent). A
-    failure to upload media is reported as a warning: the files on disk are the record.
-    """
-    if logger is None:
-        return
-    if isinstance(logger, (list, tuple)):
-        for one in logger:
-            log_artefacts(one, metrics, output_dir, prefix=prefix, log_scalars=log_scalars, step=step)
-        return
-    if log_scalars:
-        flat = _flatten_scalars(metrics, prefix)
-        if flat:
-            logger.log_metrics(flat, step=step)
-
-    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-
-    if not isinstance(logger, (WandbLogger, TensorBoardLogger)) or "confusion_matrix" not in metrics:
-        if log_scalars:
-            logger.save()
-        return
-    sep = "/" if prefix else ""
-    try:
-        from PIL import Image
-
-        png = Path(output_dir) / CONFUSION_PNG
-        if png.is_file():
-            image = Image.open(png)
-            image.load()
-        else:
-            names = metrics.get("class_names") or list((metrics.get("per_class") or {}).keys())
-            image = Image.open(io.BytesIO(_figure_png_bytes(render_confusion_matrix(metrics["confusion_matrix"], names))))
-        image = image.convert("RGB")
-        if isinstance(logger, WandbLogger):
-            import wandb
-
-            columns = ["class", *PER_CLASS_KEYS]
-            rows = [[name, *[row.get(k) for k in PER_CLASS_KEYS]] for name, row in (metrics.get("per_class") or {}).items()]
-            rows = [[None if isinstance(v, float) and not math.isfinite(v) else v for v in r] for r in rows]
-            logger.experiment.log({f"{prefix}{sep}confusion_matrix": wandb.Image(image),
-                                   f"{prefix}{sep}per_class": wandb.Table(columns=columns, data=rows)})
-        else:
-            logger.experiment.add_image(f"{prefix}{sep}confusion_matrix", np.asarray(image),
-                                        global_step=step or 0, dataformats="HWC")
-    except Exception as err:  # noqa: BLE001 - media upload is best effort, the files are on disk
-        warnings.warn(f"could not log the confusion matrix to {type(logger).__name__}: {err!r}", UserWarning)
-    logger.save()
-
-
-# -- console ---------------------------------------------------------------------------------
-
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
-    return f"{float(v):.{digits}f}"
-
-
-def format_metrics_table(metrics: Mapping[str, Any], title: str = "Evaluation") -> "Table":
-    """A rich Table: one row per class, then the macro averages; accuracy and balanced
-    accuracy in the caption. Undefined values show as ``n/a``."""
-    from rich.table import Table
-
-    table = Table(title=title, show_lines=False)
-    table.add_column("class", style="bold")
-    for key in PER_CLASS_KEYS:
-        table.add_column(key, justify="right")
-    for name, row in (metrics.get("per_class") or {}).items():
-        table.add_row(str(name), *[_fmt(row.get(k)) for k in PER_CLASS_KEYS])
-    table.add_section()
-    table.add_row("macro avg", _fmt(metrics.get("precision_macro")), _fmt(metrics.get("recall_macro")),
-                  _fmt(metrics.get("f1_macro")), _fmt(metrics.get("auroc_macro")), _fmt(metrics.get("num_samples")),
-                  style="bold")
-    caption = (f"accuracy {_fmt(metrics.get('accuracy'))}   "
-               f"balanced accuracy {_fmt(metrics.get('balanced_accuracy'))}   "
-               f"images {_fmt(metrics.get('num_samples'))}")
-    absent = metrics.get("classes_absent_from_targets") or []
-    if absent:
-        caption += f"\nabsent from targets (not in balanced accuracy / AUROC): {', '.join(map(str, absent))}"
-    table.caption = caption
-    return table
-
-
-def print_metrics_table(metrics: Mapping[str, Any], title: str = "Evaluation", console: Any = None) -> None:
-    """Print :func:`format_metrics_table` to ``console`` (a new rich Console by default)."""
-    from rich.console import Console
-
-    (console or Console()).print(format_metrics_table(metrics, title))

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import hdkd_lightning.models  # noqa: F401  (registers the architectures)
-from hdkd_lightning.lit.base import ClassifierModuleBase, plain
+from hdkd_lightning.checkpoints.format import build_meta
+from hdkd_lightning.files import to_plain
+from hdkd_lightning.lit.base import ClassifierModuleBase
 
 __all__ = ["TeacherModule"]
 
@@ -37,11 +39,11 @@ class TeacherModule(ClassifierModuleBase):
                  scheduler: Optional[Dict[str, Any]] = None, label_smoothing: float = 0.0,
                  class_weights: Optional[List[float]] = None, channels_last: Any = "auto", compile: bool = False,
                  nonfinite_loss: str = "error", data_name: str = "") -> None:
-        net, optimizer, scheduler = plain(net), plain(optimizer), plain(scheduler)
+        net, optimizer, scheduler = to_plain(net), to_plain(optimizer), to_plain(scheduler)
         super().__init__(class_names)
         self.save_hyperparameters({"net": net, "class_names": list(class_names), "optimizer": optimizer,
                                    "scheduler": scheduler, "label_smoothing": label_smoothing,
-                                   "class_weights": plain(class_weights),
+                                   "class_weights": to_plain(class_weights),
                                    "channels_last": self._check_channels_last(channels_last),
                                    "compile": compile, "nonfinite_loss": nonfinite_loss, "data_name": data_name,
                                    "arch_name": net["arch"]})
@@ -49,11 +51,10 @@ class TeacherModule(ClassifierModuleBase):
         if self.net.num_classes != len(class_names):
             raise ValueError(f"model num_classes={self.net.num_classes} but the data has {len(class_names)} classes")
         self.register_buffer("ce_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32))
-        self._train_net = torch.compile(self.net) if compile else self.net
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int):
         images, labels = self._input_layout(batch["image"]), batch["label"]
-        out = self._train_net(images)
+        out = self.training_net()(images)
         if isinstance(out, tuple):  # a distilled student trained on labels only: both heads learn the labels
             loss = sum(F.cross_entropy(o, labels, weight=self.ce_weights, label_smoothing=self.hparams.label_smoothing)
                        for o in out) / len(out)
@@ -67,7 +68,6 @@ class TeacherModule(ClassifierModuleBase):
 
     def checkpoint_meta(self) -> Dict[str, Any]:
         kwargs = dict(self.hparams.net.get("kwargs", {}))
-        return {"kind": "teacher" if self.hparams.net["arch"] == "hdkd_teacher" else "student",
-                "arch": self.hparams.net["arch"], "net_kwargs": kwargs, "prefix": self.net_prefix,
-                "class_names": list(self.class_names), "image_size": kwargs.get("img_size"),
-                "data": self.hparams.data_name}
+        return build_meta("teacher" if self.hparams.net["arch"] == "hdkd_teacher" else "student",
+                          self.hparams.net["arch"], kwargs, self.class_names, kwargs.get("img_size"),
+                          self.hparams.data_name, prefix=self.net_prefix)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import timm
 import torch
 from torch import nn
+
+from hdkd_lightning.checkpoints.format import CheckpointError, describe_keys, load_strict
 
 __all__ = ["checkpoint_filter_fn", "load_original_checkpoint", "read_state_dict", "infer_model_kwargs",
            "OriginalCheckpointError"]
@@ -60,7 +62,7 @@ _TOP_RENAMES: List[Tuple[str, str]] = [
 ]
 
 
-class OriginalCheckpointError(ValueError):
+class OriginalCheckpointError(CheckpointError):
     """A file of the original code does not fit the requested network."""
 
 
@@ -97,14 +99,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module =
     if unknown:
         raise OriginalCheckpointError(
             f"{len(unknown)} key(s) of the file are not part of an HDKD network of the original code: "
-            f"{_listing(unknown)}"
+            f"{describe_keys(unknown)}"
         )
     return out
-
-
-def _listing(keys: List[str], limit: int = 12) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
@@ -163,38 +160,26 @@ def infer_model_kwargs(sd: Dict[str, torch.Tensor], arch: str) -> dict:
     return kwargs
 
 
-def load_original_checkpoint(path: Union[str, Path], arch: str, **overrides) -> nn.Module:
+def load_original_checkpoint(path: Union[str, Path], arch: str, return_kwargs: bool = False, **overrides):
     """Build ``arch`` (one of ``hdkd_teacher``, ``hdkd_student``, ``hdkd_student_distilled``) from a
     weights file of the original code, in eval mode, with every tensor of the file in place.
 
     The number of classes (and depths, widths, image size) come from the weights; ``overrides``
-    are passed to the model factory (e.g. ``num_heads`` if the original used another split).
+    are passed to the model factory (e.g. ``img_size`` for a teacher, ``num_heads`` if the original
+    used another split). A student's image size is fixed by its position embedding: another
+    ``img_size`` is refused. With ``return_kwargs`` the factory arguments come back too
+    (``(model, kwargs)``), so the network can be rebuilt from them.
     """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     sd = checkpoint_filter_fn(read_state_dict(path))
-    kwargs = {**infer_model_kwargs(sd, arch), **overrides}
+    inferred = infer_model_kwargs(sd, arch)
+    wanted = overrides.get("img_size")
+    if wanted is not None and inferred.get("img_size", wanted) != wanted:
+        raise OriginalCheckpointError(f"image size {wanted}: {path} was built for {inferred['img_size']} px (its "
+                                      f"position embedding); use image size {inferred['img_size']}")
+    kwargs = {**inferred, **overrides}
     import hdkd_lightning.models  # noqa: F401  (registers the factories)
     model = timm.create_model(arch, **kwargs)
-    load_strict(model, sd, source=str(path))
-    return model.eval()
-
-
-def load_strict(model: nn.Module, sd: Dict[str, torch.Tensor], source: str,
-                describe: Callable[[str], str] = str) -> None:
-    """Load ``sd`` into ``model``; missing, unexpected or mis-shaped keys are one clear error."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k} (file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})"
-                  for k in own if k in sd and sd[k].shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"missing from the file: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"not used by {type(model).__name__}: {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatch: {_listing(mismatched)}")
-    if problems:
-        raise OriginalCheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
-    model.load_state_dict(sd, strict=True)
+    load_strict(model, sd, source=str(path), error=OriginalCheckpointError)
+    return (model.eval(), kwargs) if return_kwargs else model.eval()

@@ -1,0 +1,152 @@
+"""This project's checkpoint format, its metadata, and how networks are read back from it.
+
+A checkpoint is a Lightning checkpoint with one extra entry, ``"hdkd"`` (:data:`META_KEY`), that
+says which network it carries and how to rebuild it without Lightning or the training config
+(built by :func:`build_meta`, the one place that defines it)::
+
+    {"kind": "teacher" | "student" | "distill",   # which module wrote it
+     "arch": "hdkd_teacher", "net_kwargs": {...},  # timm.create_model(arch, **net_kwargs)
+     "prefix": "net.",                             # where the deployable network's tensors are
+     "class_names": [...], "image_size": 224, "data": "isic2018",
+     "networks": {"teacher.": {"arch", "net_kwargs"}},  # other networks inside (distillation)
+     "val": {"val/balanced_accuracy": 0.81, ...},  # validation metrics of these weights
+     "converted_from": "/path/original.pth"}       # only for hdkd-convert
+
+Each network is stored once, under its prefix. Checkpoints written before that rule also held a
+second copy of the trained network under ``_train_net.`` / ``_train_student.`` (with
+``_orig_mod.`` inside under ``model.compile=true``); :func:`drop_duplicate_networks` removes it
+when such a checkpoint is loaded.
+
+Every read uses ``torch.load(..., weights_only=True)``: a file that needs arbitrary unpickling
+(and so could run code) is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+from torch import nn
+
+__all__ = ["CheckpointError", "META_KEY", "build_meta", "read_checkpoint", "is_project_checkpoint",
+           "network_from_checkpoint", "checkpoint_val_score", "load_strict", "describe_keys",
+           "drop_duplicate_networks"]
+
+META_KEY = "hdkd"
+#: prefixes of the second copy of a network that checkpoints of earlier versions carried
+LEGACY_DUPLICATE_PREFIXES = ("_train_net.", "_train_student.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weights file cannot be used as asked (unsafe, foreign, or not matching)."""
+
+
+def build_meta(kind: str, arch: str, net_kwargs: Dict[str, Any], class_names: Sequence[str],
+               image_size: Optional[int], data: str = "", prefix: str = "net.",
+               networks: Optional[Dict[str, Dict[str, Any]]] = None, **extra: Any) -> Dict[str, Any]:
+    """The ``"hdkd"`` entry of a checkpoint (see the module docstring)."""
+    meta: Dict[str, Any] = {"kind": kind, "arch": arch, "net_kwargs": dict(net_kwargs), "prefix": prefix,
+                            "class_names": [str(c) for c in class_names],
+                            "image_size": None if image_size is None else int(image_size), "data": data}
+    if networks:
+        meta["networks"] = {p: {"arch": n["arch"], "net_kwargs": dict(n["net_kwargs"])} for p, n in networks.items()}
+    meta.update(extra)
+    return meta
+
+
+def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
+    """The checkpoint's content, read without executing code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{path}: refused to load: it cannot be read as plain tensors and data (weights_only=True), so it "
+            f"could run code or is damaged. Only use checkpoints written by hdkd-train or hdkd-convert, or "
+            f"weight files of the original code. ({type(exc).__name__}: {first[:200]})"
+        ) from None
+
+
+def is_project_checkpoint(ckpt: Dict[str, Any]) -> bool:
+    return isinstance(ckpt, dict) and isinstance(ckpt.get(META_KEY), dict) and "state_dict" in ckpt
+
+
+def drop_duplicate_networks(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state_dict`` without the second network copy of older checkpoints (a no-op for new ones)."""
+    return {k: v for k, v in state_dict.items() if not k.startswith(LEGACY_DUPLICATE_PREFIXES)}
+
+
+def checkpoint_val_score(ckpt: Dict[str, Any], metric: str) -> Optional[float]:
+    """The validation value of ``metric`` for the weights in ``ckpt``, if it was recorded.
+
+    Read from the metadata (``val``, written with every checkpoint of this project), else from
+    a ``ModelCheckpoint`` state monitoring ``metric`` (its best score, i.e. the score of a
+    ``best.ckpt``); ``None`` for converted and original-code weights.
+    """
+    value = (ckpt.get(META_KEY) or {}).get("val", {}).get(metric)
+    if value is None:
+        for state in (ckpt.get("callbacks") or {}).values():
+            if isinstance(state, dict) and state.get("monitor") == metric and state.get("best_model_score") is not None:
+                value = state["best_model_score"]
+                break
+    return None if value is None else float(value)
+
+
+def describe_keys(keys: List[str], limit: int = 12) -> str:
+    """``a, b, c, ... (9 more)`` for error messages about state-dict keys."""
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_strict(model: nn.Module, sd: Dict[str, torch.Tensor], source: str,
+                error: Type[Exception] = CheckpointError) -> None:
+    """Load ``sd`` into ``model``; missing, unexpected or mis-shaped keys are one ``error`` listing them."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    mismatched = [f"{k} (file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})"
+                  for k in own if k in sd and sd[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing from the file: {describe_keys(missing)}")
+    if unexpected:
+        problems.append(f"not used by {type(model).__name__}: {describe_keys(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatch: {describe_keys(mismatched)}")
+    if problems:
+        raise error(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict(sd, strict=True)
+
+
+def network_from_checkpoint(path: Union[str, Path], prefix: Optional[str] = None) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild the deployable network of a checkpoint (eval mode) and return it with its metadata.
+
+    ``prefix`` selects another network than the deployable one, e.g. ``"teacher."`` for the
+    frozen teacher stored in a distillation checkpoint.
+    """
+    import timm
+
+    import hdkd_lightning.models  # noqa: F401  (registers the architectures)
+
+    ckpt = read_checkpoint(path)
+    if not is_project_checkpoint(ckpt):
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this project (no '{META_KEY}' entry). For a weights file of the "
+            f"original HDKD code, convert it first: hdkd-convert input={path} arch=<hdkd_teacher|hdkd_student|"
+            f"hdkd_student_distilled> output=<file.ckpt> data=<dataset config>"
+        )
+    meta = dict(ckpt[META_KEY])
+    if prefix is not None and prefix != meta["prefix"]:
+        sub = meta.get("networks", {}).get(prefix)
+        if sub is None:
+            raise CheckpointError(f"{path} holds no network under '{prefix}'")
+        meta.update(sub, prefix=prefix)
+    prefix = meta["prefix"]
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    net = timm.create_model(meta["arch"], **meta["net_kwargs"])
+    load_strict(net, state, source=str(path))
+    return net.eval(), meta
