@@ -29,9 +29,9 @@ def test_batches_and_idempotent_setup(tmp_path):
     dm = _synthetic(tmp_path)
     dm.prepare_data()
     dm.setup("fit")
-    state = dm._state
+    state = dm.prepared
     dm.setup("test")
-    assert dm._state is state  # second setup reuses everything
+    assert dm.prepared is state  # second setup reuses everything
     assert dm.num_classes == 3 and dm.in_chans == 3 and dm.image_size == 24
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"image", "label", "path"}

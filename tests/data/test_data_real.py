@@ -69,5 +69,5 @@ def test_brain_tumor_counts_and_dedup(cache_dir):
     # after dedup no file content is in two places
     again = HdkdDataModule(dedup=True, **kw)
     paths = [r.path for s in SPLITS for r in again.split_records(s)]
-    hashes = again._checker().hashes(paths)
+    hashes = again.file_checker().hashes(paths)
     assert len(set(hashes.values())) == len(paths)

@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "inspect":
             from hdkd_lightning.data.inspect import build_report, print_report
 
-            report = build_report(dm, full_check=not args.quick)
+            prepared = dm.prepare(strict=False, full_check=not args.quick)
+            report = build_report(dm, prepared)
             if not args.quiet:
                 print_report(report, console)
             if args.json:
@@ -77,19 +78,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.json.write_text(json.dumps(report, indent=2))
                 console.print(f"report written to {args.json}")
             if args.splits:
-                from hdkd_lightning.data.splits import write_split_csv
-
-                state = dm._inspect_state
-                records = [r for s in ("train", "val", "test") for r in state["splits"][s]] + state["unused"]
-                root = Path(dm.source.root).resolve() if dm.source.root is not None else None
-                write_split_csv(records, dm.class_names, root, args.splits)
+                dm.write_splits(args.splits.parent, prepared, file_name=args.splits.name)
                 console.print(f"split written to {args.splits}")
         else:
             t0 = time.perf_counter()
             dm.prepare_data()
-            reader = dm._state["reader"]
-            where = getattr(reader, "array_file", None)
-            n = sum(len(dm._state["splits"][s]) for s in ("train", "val", "test"))
+            where = getattr(dm.prepared.reader, "array_file", None)
+            n = len(dm.prepared.records())
             console.print(f"image cache ready ({n} images at {dm.image_size}px) in "
                           f"{time.perf_counter() - t0:.1f}s" + (f": {where}" if where else
                                                                 " (not on disk: data.cache.images=false or generated data)"))

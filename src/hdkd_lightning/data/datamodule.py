@@ -1,28 +1,16 @@
 """The one Lightning DataModule, for every source.
 
-Pipeline (``prepare_data`` may run it once ahead; ``setup`` runs it if needed and is cheap
-and idempotent; nothing here decodes an image except the cache build):
+Preparation (index, file checks, splits, training subset, image cache, SMOTE) is
+:func:`hdkd_lightning.data.prepare.prepare_dataset`; its result is :attr:`HdkdDataModule.prepared`.
+``prepare_data`` runs it once (rank 0 builds the image cache); ``setup`` runs it if needed and is
+cheap and idempotent. ``dm.class_names`` is available before ``setup`` (the source reads at most a
+folder listing).
 
-1. **index** -- the source turns ``data.root`` into records + class names
-   (``dm.class_names`` is available before ``setup``: it asks the source, which reads at most
-   a folder listing).
-2. **check** -- every file gets the cheap readability check (results cached per file in the
-   cache dir, see :mod:`hdkd_lightning.data.checks`). Problems found by indexing or checking
-   (unreadable/truncated/oversized images, CSV rows without images, images without rows,
-   unknown labels) raise one :class:`~hdkd_lightning.data.base.DataError` listing the first
-   files of each kind, the counts and the fix -- or, with ``data.on_bad_image=skip``, are
-   dropped with a warning. Layout problems (missing root, wrong layout, empty class) always
-   raise.
-3. **splits** -- ``data.split_file`` reuses a saved split exactly; otherwise ``data.dedup``
-   removes byte-identical copies (:mod:`~hdkd_lightning.data.dedup`) and the splits the
-   layout does not provide are carved (:mod:`~hdkd_lightning.data.splits`).
-4. **images** -- with ``data.cache.images=true`` (default) a pre-resized uint8 cache is built
-   once (:mod:`~hdkd_lightning.data.cache`) and loaders read rows from it; otherwise every
-   image is decoded and resized on the fly. Generated data is held in memory.
-5. **loaders** -- train: train pipeline, shuffled or ``data.sampler=weighted``
-   (:class:`~hdkd_lightning.data.samplers.DistributedWeightedSampler`), optional SMOTE; val,
-   test, predict: eval pipeline, record order, not shuffled. Workers (``data.num_workers``,
-   null = min(8, CPUs - 1)) are persistent; memory is pinned when CUDA is in use.
+Loaders: train uses the train pipeline, shuffled by an order that depends only on
+``(data.seed, epoch)`` or ``data.sampler=weighted``
+(:class:`~hdkd_lightning.data.samplers.DistributedWeightedSampler`), plus SMOTE images when asked;
+val, test and predict use the eval pipeline, in record order. Workers (``data.num_workers``,
+null = min(8, CPUs - 1)) are persistent; memory is pinned when CUDA is in use.
 
 Batches: ``{"image": FloatTensor[B,3,S,S], "label": LongTensor[B], "path": list[str]}``.
 
@@ -46,9 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from hdkd_lightning.data.base import SPLITS, DataError, Problem, Record, class_counts, problems_message
+from hdkd_lightning.data.prepare import PreparationSettings, PreparedData, file_checker, prepare_dataset
 from hdkd_lightning.files import to_plain
-from hdkd_lightning.data.base import (SPLITS, UNUSED, DataError, FileSource, Index, Problem, Record,
-                                      class_counts, describe_paths, problems_message)
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +135,10 @@ class HdkdDataModule(L.LightningDataModule):
         # "paths" = prediction on files only (see from_paths): no dataset source
         self.source = None if self.source_name == "paths" else self._make_source()
         self.in_chans = 3
-        self._state: dict | None = None
+        #: the result of preparation (None before prepare_data / setup)
+        self.prepared: PreparedData | None = None
         self._predict_paths: list[str] | None = None
         self._fixed_class_names: list[str] | None = None
-        self._datasets: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ config
     def _validate(self) -> None:
@@ -197,248 +185,67 @@ class HdkdDataModule(L.LightningDataModule):
     def class_names(self) -> list[str]:
         if self._fixed_class_names is not None:
             return list(self._fixed_class_names)
-        if self._state is not None:
-            return list(self._state["class_names"])
+        if self.prepared is not None:
+            return list(self.prepared.class_names)
         return list(self.source.class_names())
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    # ------------------------------------------------------------------ pipeline
-    def _checker(self):
-        from hdkd_lightning.data.checks import FileChecker
+    # ------------------------------------------------------------------ preparation
+    @property
+    def settings(self) -> PreparationSettings:
+        """What preparation needs of this DataModule's ``data.*`` options."""
+        return PreparationSettings(
+            source=self.source, source_name=self.source_name, image_size=self.image_size, seed=self.seed,
+            split_seed=self.split_seed, val_fraction=self.val_fraction, test_fraction=self.test_fraction,
+            subset=self.subset, dedup=self.dedup, split_file=self.split_file, on_bad_image=self.on_bad_image,
+            max_image_pixels=self.max_image_pixels, interpolation=self.interpolation,
+            cache_images=self.cache_images, cache_dir=self.cache_dir, cache_threads=self.cache_threads,
+            smote=self.smote, smote_strategy=self.smote_strategy, smote_k_neighbors=self.smote_k_neighbors)
 
-        root = self.source.root
-        return FileChecker(self.cache_dir, f"{self.source_name}|{root}", self.max_image_pixels)
+    def prepare(self, strict: bool = False, full_check: bool = False) -> PreparedData:
+        """A fresh preparation without loading images (``hdkd-data inspect``): with ``strict=False``
+        problems are collected, not raised. Does not change :attr:`prepared`."""
+        return prepare_dataset(self.settings, strict=strict, full_check=full_check, load_images=False)
 
-    def _index(self, strict: bool, full_check: bool = False) -> dict:
-        """Steps 1-3 (see the module docstring). ``strict=False`` (inspect) reports problems
-        instead of raising and drops the bad files."""
-        index: Index = self.source.index()
-        class_names = list(index.class_names)
-        is_file_source = isinstance(self.source, FileSource) or self.source.root is not None
-        file_info: dict[str, dict] = {}
-        problems = list(index.problems)
-        if is_file_source:
-            checker = self._checker()
-            file_info = checker.check((r.path for r in index.records), full=full_check)
-            for r in index.records:
-                info = file_info[r.path]
-                if not info["ok"]:
-                    problems.append(Problem("unreadable", r.path, info["error"]))
-        bad_paths = {p.path for p in problems}
-        if problems and strict and self.on_bad_image == "error":
-            raise DataError(f"bad data in data.root={self.source.root} (data={self.source_name}):\n"
-                            + problems_message(problems))
-        if problems and strict:
-            msg = (f"data.on_bad_image=skip: ignoring {len(problems)} bad item(s) under "
-                   f"data.root={self.source.root}:\n" + problems_message(problems))
-            warnings.warn(msg, stacklevel=2)
-            log.warning(msg)
-        records = [r for r in index.records if r.path not in bad_paths]
-        if strict:
-            self._check_classes(records, class_names, "after removing bad files")
-        state = {"class_names": class_names, "index": index, "problems": problems,
-                 "file_info": file_info, "all_paths": [r.path for r in index.records],
-                 "bad_paths": bad_paths, "dup_report": None, "duplicates_removed": 0}
-        if self.split_file:
-            records = self._from_split_file(records, class_names)
-        else:
-            if self.dedup:
-                from hdkd_lightning.data.dedup import find_duplicates, remove_duplicates
-
-                if not is_file_source:
-                    raise DataError(f"data.dedup=true needs files; data.source={self.source_name} "
-                                    f"generates its images.")
-                hashes = self._checker().hashes(r.path for r in records)
-                report = find_duplicates(records, hashes)
-                records = remove_duplicates(records, report)
-                state["dup_report"] = report
-                state["duplicates_removed"] = len(report.redundant)
-                if report.redundant:
-                    log.info("data.dedup=true: removed %d duplicate file(s) (%d across splits)",
-                             len(report.redundant), report.across_splits)
-            fixed = {r.split for r in records if r.split is not None}
-            fractions = {}
-            if "val" not in fixed:
-                fractions["val"] = self.val_fraction
-            if "test" not in fixed:
-                fractions["test"] = self.test_fraction
-            from hdkd_lightning.data.splits import carve
-
-            records = carve(records, len(class_names), fractions, self.split_seed)
-        splits = {s: sorted((r for r in records if r.split == s), key=lambda r: r.path)
-                  for s in SPLITS}
-        unused = sorted((r for r in records if r.split == UNUSED), key=lambda r: r.path)
-        if self.subset.active:
-            from hdkd_lightning.data.subset import select_training_subset
-
-            picked = select_training_subset(splits["train"], class_names, self.subset, self.seed)
-            splits["train"] = picked.kept
-            unused = sorted(unused + [r.with_split(UNUSED) for r in picked.unused], key=lambda r: r.path)
-            if picked.short_classes:
-                msg = (f"{self.subset.describe()}: class(es) with fewer training images than asked take all "
-                       f"they have: " + ", ".join(f"{c} ({n})" for c, n in picked.short_classes.items()))
-                index.notes.append(msg)
-                if strict:
-                    warnings.warn(msg, stacklevel=2)
-                    log.warning(msg)
-            log.info("%s: %d of %d training images kept (data.seed=%d)", self.subset.describe(),
-                     len(picked.kept), len(picked.kept) + len(picked.unused), self.seed)
-        state["unused"] = unused
-        if not splits["train"] and strict:
-            raise DataError(f"the train split of data={self.source_name} is empty.")
-        counts = class_counts(splits["train"], len(class_names))
-        empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
-        if empty and not strict:  # inspect: report, do not stop
-            index.notes.append(f"class(es) {empty} have no training image: training would stop")
-        elif empty:
-            raise DataError(f"class(es) {empty} have no training image in data={self.source_name} "
-                            f"(empty class in the train split); add images, lower "
-                            f"data.val_fraction/test_fraction, or use another split file.")
-        for s in ("val", "test"):
-            c = class_counts(splits[s], len(class_names))
-            missing = [class_names[i] for i in np.flatnonzero(c == 0)]
-            if splits[s] and missing:
-                log.warning("the %s split has no image of class(es) %s", s, missing)
-        state["splits"] = splits
-        return state
-
-    @staticmethod
-    def _check_classes(records: Sequence[Record], class_names: Sequence[str], when: str) -> None:
-        present = {r.label for r in records}
-        empty = [c for i, c in enumerate(class_names) if i not in present]
-        if empty:
-            raise DataError(f"class(es) {empty} have no usable image {when} (empty class); add "
-                            f"images for them or fix the bad files.")
-
-    def _from_split_file(self, records: list[Record], class_names: list[str]) -> list[Record]:
-        from hdkd_lightning.data.splits import read_split_csv
-
-        saved = read_split_csv(self.split_file, class_names, self.source.root and
-                               Path(self.source.root).resolve())
-        known = {r.path: r for r in records}
-        unknown = [r.path for r in saved if r.path not in known]
-        if unknown:
-            raise DataError(
-                f"data.split_file={self.split_file}: {len(unknown)} listed image(s) are not usable "
-                f"images of data.root={self.source.root} (missing, unreadable or not part of the "
-                f"layout): {describe_paths(unknown)}. Use the root the split was made for, or "
-                f"drop data.split_file.")
-        relabelled = [r.path for r in saved if known[r.path].label != r.label]
-        if relabelled:
-            log.warning("data.split_file: %d image(s) have a different label in the split file than "
-                        "in the dataset; the split file's labels are used", len(relabelled))
-        if self.dedup:
-            log.info("data.dedup is ignored with data.split_file (the saved split is used as is)")
-        extra = len(known) - len(saved)
-        if extra > 0:
-            log.info("data.split_file: %d image(s) of the dataset are not in the split file and "
-                     "are not used", extra)
-        return saved
-
-    def _image_reader(self, state: dict, build: bool):
-        """Build (if asked) / open the image source for the loaders."""
-        from hdkd_lightning.data.cache import CacheReader, DiskCache, MemoryCache
-        from hdkd_lightning.data.datasets import DecodeLoader
-        from hdkd_lightning.data.transforms import build_resize
-
-        records = [r for s in SPLITS for r in state["splits"][s]]
-        resize = build_resize(self.image_size, self.interpolation)
-        decode = DecodeLoader(self.source, records, resize, self.max_image_pixels)
-        if self.source.root is None:  # generated data: keep it in memory
-            if not self.cache_images:
-                return decode
-            images = np.stack([decode(r.path) for r in records]) if records else \
-                np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
-            return MemoryCache(images, {r.path: i for i, r in enumerate(records)})
-        if not self.cache_images or self.cache_dir is None:
-            return decode
-        cache = DiskCache(self.cache_dir, self.source_name, Path(self.source.root).resolve(),
-                          state["all_paths"], self.image_size, self.interpolation,
-                          self.max_image_pixels)
-        if not cache.exists():
-            if not build:
-                return None
-            all_records = {r.path: r for r in state["index"].records}
-            full = DecodeLoader(self.source, list(all_records.values()), resize, self.max_image_pixels)
-            cache.build(full, skip=state["bad_paths"], threads=self.cache_threads)
-        bad = {p: e for p, e in cache.bad().items() if p not in state["bad_paths"]}
-        if bad:
-            checker = self._checker()
-            for p, e in bad.items():
-                checker.mark_bad(p, e)
-            checker.save()
-            used = {r.path for r in records}
-            problems = [Problem("unreadable", p, e) for p, e in sorted(bad.items()) if p in used]
-            if problems:
-                if self.on_bad_image == "error":
-                    raise DataError("bad data found while building the image cache "
-                                    f"(data.root={self.source.root}):\n" + problems_message(problems))
-                warnings.warn("data.on_bad_image=skip: dropping images that failed to decode:\n"
-                              + problems_message(problems), stacklevel=2)
-                drop = {p.path for p in problems}
-                for s in SPLITS:
-                    state["splits"][s] = [r for r in state["splits"][s] if r.path not in drop]
-                state["bad_paths"] |= drop
-                state["problems"] += problems
-        return CacheReader(cache.array_file, cache.rows(), self.image_size)
+    def file_checker(self):
+        """The per-file check/hash cache of this dataset (:mod:`hdkd_lightning.data.checks`)."""
+        return file_checker(self.settings)
 
     def prepare_data(self) -> None:
-        """Index, check and build the image cache once (rank 0); ``setup`` reuses the result."""
+        """Index, check, split and build the image cache once; ``setup`` reuses the result."""
         if self._predict_paths is not None:
             return
-        if self._state is None:
-            self._state = self._index(strict=True)
-        if "reader" not in self._state:
-            self._state["reader"] = self._image_reader(self._state, build=True)
+        if self.prepared is None:
+            self.prepared = prepare_dataset(self.settings)
 
     def setup(self, stage: str | None = None) -> None:
         if self._predict_paths is not None:
             return
+        first = self.prepared is None
         self.prepare_data()  # no-op when already done in this process; cached on disk otherwise
-        if "train_extra" not in self._state:
-            self._state["train_extra"] = self._smote() if self.smote else None
-            if self.output_dir is not None and _is_rank_zero():
-                path = self.write_splits(self.output_dir)
-                log.info("splits written to %s", path)
-
-    # ------------------------------------------------------------------ SMOTE
-    def _smote(self):
-        from hdkd_lightning.data.cache import MemoryCache
-        from hdkd_lightning.data.smote import smote_oversample
-
-        warnings.warn("data.smote=true: SMOTE on pixels is kept for parity with the original code "
-                      "and is not recommended (see hdkd_lightning.data.smote).", stacklevel=2)
-        train = self._state["splits"]["train"]
-        reader = self._state["reader"]
-        images = np.stack([reader(r.path) for r in train])
-        labels = np.array([r.label for r in train], dtype=np.int64)
-        new_x, new_y = smote_oversample(images, labels, self.class_names, self.smote_strategy,
-                                        self.smote_k_neighbors, self.seed)
-        records = [Record(f"smote:train/{i:06d}", int(y), None, "train") for i, y in enumerate(new_y)]
-        log.info("SMOTE added %d training images", len(records))
-        return records, MemoryCache(new_x, {r.path: i for i, r in enumerate(records)})
+        if first and self.output_dir is not None and _is_rank_zero():
+            path = self.write_splits(self.output_dir)
+            log.info("splits written to %s", path)
 
     # ------------------------------------------------------------------ accessors
-    def _require_setup(self) -> dict:
+    def _require_setup(self) -> PreparedData:
         if self.source is None:
             raise DataError("this DataModule was made by from_paths: it only has predict_dataloader().")
-        if self._state is None or "reader" not in self._state:
+        if self.prepared is None:
             self.setup()
-        return self._state
+        return self.prepared
 
     def split_records(self, split: str) -> list[Record]:
         """Records of ``split`` (train/val/test) in loader order; SMOTE images excluded."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-        return list(self._require_setup()["splits"][split])
+        return list(self._require_setup().splits[split])
 
     def _train_records(self) -> list[Record]:
-        state = self._require_setup()
-        extra = state.get("train_extra")
-        return state["splits"]["train"] + (extra[0] if extra else [])
+        return self._require_setup().train_records()
 
     def class_counts(self, split: str = "train") -> np.ndarray:
         records = self._train_records() if split == "train" else self.split_records(split)
@@ -451,16 +258,17 @@ class HdkdDataModule(L.LightningDataModule):
         w = 1.0 / counts.clamp(min=1)
         return (w / w.mean()).float()
 
-    def write_splits(self, output_dir: str | os.PathLike) -> Path:
+    def write_splits(self, output_dir: str | os.PathLike, prepared: PreparedData | None = None,
+                     file_name: str = "splits.csv") -> Path:
         """Write ``<output_dir>/splits.csv`` (``path,label,split,group``; label = class name;
-        paths relative to data.root when below it). SMOTE images are not listed (they are
-        regenerated from the seed). Reuse with ``data.split_file=<that file>``."""
+        paths relative to data.root when below it; training images left out by a subset listed
+        as ``unused``). SMOTE images are not listed (they are regenerated from the seed). Reuse
+        with ``data.split_file=<that file>``. ``prepared`` defaults to :attr:`prepared`."""
         from hdkd_lightning.data.splits import write_split_csv
 
-        state = self._require_setup()
-        records = [r for s in SPLITS for r in state["splits"][s]] + list(state.get("unused", []))
+        data = prepared or self._require_setup()
         root = Path(self.source.root).resolve() if self.source.root is not None else None
-        return write_split_csv(records, self.class_names, root, Path(output_dir) / "splits.csv")
+        return write_split_csv(data.records() + data.unused, data.class_names, root, Path(output_dir) / file_name)
 
     # ------------------------------------------------------------------ loaders
     def _transform(self, train: bool):
@@ -474,9 +282,7 @@ class HdkdDataModule(L.LightningDataModule):
         return build_pipeline(entries, where="data.transforms.eval", seed=self.seed)
 
     def _reader_for(self):
-        state = self._require_setup()
-        extra = state.get("train_extra")
-        return _Either(state["reader"], extra[1]) if extra else state["reader"]
+        return self._require_setup().image_reader()
 
     def dataset(self, split: str, train_transform: bool | None = None):
         """The torch dataset of ``split`` (train pipeline for train unless told otherwise)."""
@@ -581,13 +387,3 @@ class HdkdDataModule(L.LightningDataModule):
         dm._fixed_class_names = list(class_names) if class_names is not None else []
         return dm
 
-
-class _Either:
-    """Reads SMOTE images from memory and the rest from the main reader (picklable)."""
-
-    def __init__(self, main, smote):
-        self.main = main
-        self.smote = smote
-
-    def __call__(self, path: str) -> np.ndarray:
-        return self.smote(path) if path.startswith("smote:") else self.main(path)

@@ -1,7 +1,7 @@
 """``hdkd-data inspect``: what the DataModule would train on, and what is wrong with the data.
 
-:func:`build_report` runs the DataModule's indexing in *report* mode (problems are collected,
-bad files dropped, nothing raises except layout errors) and always hashes the files to count
+:func:`build_report` summarises a preparation in *report* mode (``dm.prepare(strict=False)``:
+problems are collected, bad files dropped, nothing raises except layout errors) and always hashes the files to count
 byte-identical duplicates and fully decodes every image (both cached per file, so a second
 run is fast), whatever ``data.dedup`` says (definitions in
 :mod:`hdkd_lightning.data.dedup`; ``duplicates_across_splits`` counts the copies that dedup
@@ -26,14 +26,14 @@ from collections import Counter
 from hdkd_lightning.data.base import SPLITS, class_counts
 
 
-def build_report(dm, full_check: bool = True) -> dict:
-    """The report as a dict (JSON-ready). ``full_check`` decodes every image completely
-    (cached per file), so ``bad_files`` also lists corrupt files a header check misses."""
+def build_report(dm, prepared=None, full_check: bool = True) -> dict:
+    """The report as a dict (JSON-ready). ``prepared`` defaults to ``dm.prepare(strict=False,
+    full_check=full_check)``; ``full_check`` decodes every image completely (cached per file), so
+    ``bad_files`` also lists corrupt files a header check misses."""
     t0 = time.perf_counter()
-    state = dm._index(strict=False, full_check=full_check)
-    dm._inspect_state = state  # hdkd-data inspect --splits writes these splits
-    names = dm.class_names if dm._fixed_class_names else state["class_names"]
-    splits = state["splits"]
+    state = prepared if prepared is not None else dm.prepare(strict=False, full_check=full_check)
+    names = state.class_names
+    splits = state.splits
     report: dict = {
         "source": dm.source_name,
         "root": str(dm.source.root) if dm.source.root is not None else None,
@@ -53,7 +53,7 @@ def build_report(dm, full_check: bool = True) -> dict:
         report["totals"][s] = len(splits[s])
         report["groups"][s] = len({r.group for r in splits[s] if r.group is not None})
     report["total"] = sum(report["totals"].values())
-    unused = state.get("unused", [])
+    unused = state.unused
     report["unused"] = {n: int(c) for n, c in zip(names, class_counts(unused, len(names)))}
     report["total_unused"] = len(unused)
     group_splits: dict[str, set] = {}
@@ -67,11 +67,11 @@ def build_report(dm, full_check: bool = True) -> dict:
     if dm.source.root is not None:
         from hdkd_lightning.data.dedup import find_duplicates
 
-        if dm.dedup and state["dup_report"] is not None:
-            dup = state["dup_report"]
+        if dm.dedup and state.duplicates is not None:
+            dup = state.duplicates
         else:
-            used = [r for s in SPLITS for r in splits[s]]
-            dup = find_duplicates(used, dm._checker().hashes(r.path for r in used))
+            used = state.records()
+            dup = find_duplicates(used, dm.file_checker().hashes(r.path for r in used))
         report["duplicates_across_splits"] = dup.across_splits
         report["duplicates_within_splits"] = dup.within_splits
         report["duplicate_sets"] = len(dup.sets)
@@ -82,9 +82,9 @@ def build_report(dm, full_check: bool = True) -> dict:
         report.update(duplicates_across_splits=0, duplicates_within_splits=0, duplicate_sets=0,
                       duplicate_sets_across_splits=0, duplicates_across_splits_kept=0,
                       duplicate_examples=[])
-    report["duplicates_removed"] = int(state["duplicates_removed"])
+    report["duplicates_removed"] = int(state.duplicates_removed)
 
-    problems = state["problems"]
+    problems = state.problems
     by_kind: dict[str, list] = {}
     for p in problems:
         by_kind.setdefault(p.kind, []).append(p)
@@ -94,7 +94,7 @@ def build_report(dm, full_check: bool = True) -> dict:
     report["unlisted_images"] = sorted(p.path for p in by_kind.get("unlisted_image", []))
     report["unknown_labels"] = [f"{p.path}: {p.detail}" for p in by_kind.get("unknown_label", [])]
 
-    info = state["file_info"]
+    info = state.file_info
     used_paths = [r.path for s in SPLITS for r in splits[s]]
     sizes = Counter(f"{info[p]['width']}x{info[p]['height']}" for p in used_paths if p in info)
     modes = Counter(str(info[p]["mode"]) for p in used_paths if p in info)
@@ -103,7 +103,7 @@ def build_report(dm, full_check: bool = True) -> dict:
     report["distinct_image_sizes"] = len(sizes)
     report["image_modes"] = dict(modes.most_common())
     report["image_formats"] = dict(formats.most_common())
-    report["notes"] = list(state["index"].notes)
+    report["notes"] = list(state.notes)
     report["time_s"] = round(time.perf_counter() - t0, 2)
     return report
 
