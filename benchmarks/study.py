@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shutil
 import subprocess
 import sys
 import threading
@@ -79,23 +77,9 @@ def run_state(run_dir: Path) -> str:
 
 
 def machine() -> Dict[str, object]:
-    info: Dict[str, object] = {"platform": platform.platform(), "python": platform.python_version(),
-                               "cpus": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-        flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-        info["cpu"] = model
-        info["cpu_flags"] = sorted(f for f in flags if f.startswith("avx") or f == "amx_bf16")
-    except OSError:
-        pass
-    try:
-        import torch
+    from hdkd_lightning.bench.machine import machine_info
 
-        info["torch"] = torch.__version__
-    except ImportError:
-        pass
-    return info
+    return machine_info()
 
 
 def build_jobs(args) -> List[Job]:

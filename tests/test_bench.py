@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 from torch import nn
 
 from hdkd_lightning.bench import count_flops, original_pattern_forward
-from hdkd_lightning.bench.suite import DistillStep, LossMismatchError, build_models, check_losses, make_batch
+from hdkd_lightning.bench.step import DistillStep, LossMismatchError, build_models, check_losses, make_batch
 from hdkd_lightning.cli import bench
 from hdkd_lightning.distillation import distill_forward
 from hdkd_lightning.losses import HdkdLoss
@@ -100,3 +101,25 @@ def test_flop_counter_grouped_conv_backward_corrected():
     fwd = count_flops(lambda: conv(x))
     assert fwd == 2 * 2 * 8 * 36 * 9
     assert count_flops(lambda: conv(x).sum().backward()) == 3 * fwd  # forward + input grad + weight grad
+
+
+def test_original_code_folder_is_checked_before_any_timing(tmp_path, capsys):
+    assert bench.main(["--tiny", "--only", "distill", "--original-code", str(tmp_path), "--quiet",
+                       "--json", str(tmp_path / "b.json")]) == 2
+    assert "not a clone of the original HDKD code (missing models/__init__.py, losses.py, blocks.py)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+
+
+@pytest.mark.skipif(not os.environ.get("HDKD_ORIGINAL_CODE"),
+                    reason="set HDKD_ORIGINAL_CODE=<clone of the authors' HDKD code> (with einops installed)")
+def test_the_authors_code_gives_our_loss_on_the_same_weights():
+    from hdkd_lightning.bench.original_code import OriginalCodeStep, load_original_code
+
+    teacher, student = build_models(64, 0)
+    images, labels = make_batch(64, 4, 0)
+    steps = {"original": OriginalCodeStep(load_original_code(os.environ["HDKD_ORIGINAL_CODE"]), teacher, student,
+                                          images, labels),
+             "ours": DistillStep(student, teacher, images, labels, "ours", fold_teacher=True)}
+    values = check_losses(steps)
+    assert values["ours"] == pytest.approx(values["original"], rel=1e-4)

@@ -1,7 +1,6 @@
 """The commands end to end, run as a user runs them (subprocesses, from an unrelated directory)."""
 
 import csv
-import json
 
 import pytest
 import torch

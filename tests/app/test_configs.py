@@ -1,6 +1,5 @@
 """Every shipped config composes, and the modules run one fast_dev_run batch."""
 
-from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -68,7 +67,7 @@ def _tiny_datamodule(tmp_path):
 
 @pytest.mark.parametrize("model", ["teacher", "student"])
 def test_teacher_module_fast_dev_run(tmp_path, model):
-    from hdkd_lightning.pipeline import _net_spec
+    from hdkd_lightning.pipeline.build import net_spec as _net_spec
     from hdkd_lightning.lit.teacher import TeacherModule
 
     cfg, dm = _tiny_datamodule(tmp_path)
@@ -92,7 +91,7 @@ def test_distill_module_fast_dev_run_keeps_teacher_frozen(tmp_path):
     import timm
 
     from hdkd_lightning.lit.distill import DistillModule
-    from hdkd_lightning.pipeline import _net_spec
+    from hdkd_lightning.pipeline.build import net_spec as _net_spec
 
     cfg, dm = _tiny_datamodule(tmp_path)
     mcfg = _compose("train", ["model=distill"]).model
@@ -158,7 +157,7 @@ def test_optuna_search_space_keys_exist_for_each_model_kind(experiment, kind):
 @pytest.mark.parametrize("mode", ["error", "skip"])
 def test_nonfinite_loss_stops_with_the_components_or_skips(tmp_path, mode):
     from hdkd_lightning.lit.teacher import TeacherModule
-    from hdkd_lightning.pipeline import _net_spec
+    from hdkd_lightning.pipeline.build import net_spec as _net_spec
 
     cfg, dm = _tiny_datamodule(tmp_path)
     mcfg = _compose("train", ["model=teacher"]).model
@@ -183,7 +182,7 @@ def test_deferred_nonfinite_check_stops_before_any_checkpoint(tmp_path, monkeypa
 
     from hdkd_lightning.lit.base import ClassifierModuleBase
     from hdkd_lightning.lit.teacher import TeacherModule
-    from hdkd_lightning.pipeline import _net_spec
+    from hdkd_lightning.pipeline.build import net_spec as _net_spec
 
     monkeypatch.setattr(ClassifierModuleBase, "_defer_nonfinite_check", lambda self, loss: True)
     cfg, dm = _tiny_datamodule(tmp_path)

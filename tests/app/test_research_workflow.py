@@ -176,7 +176,7 @@ def test_report_on_real_runs_counts_parameters_and_flops(runner, teacher_run, tm
     import timm
 
     student = timm.create_model("hdkd_student", num_classes=4, img_size=32)  # the tiny runs' size
-    assert rows["teacher"]["params"] == 3_948_290  # HDKD.md, 4 classes (no size-dependent parameters)
+    assert rows["teacher"]["params"] == 3_948_290  # docs/METHOD.md, 4 classes (no size-dependent parameters)
     assert rows["student"]["params"] == sum(p.numel() for p in student.parameters())
     assert 0 < rows["student"]["gflops"] < rows["teacher"]["gflops"]
     proc = runner.run("report", [str(teacher_run), str(tmp_path / "nothing_here")], check=False)

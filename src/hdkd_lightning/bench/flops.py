@@ -22,7 +22,7 @@ import math
 import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-__all__ = ["count_flops", "matmul_flops_per_s"]
+__all__ = ["count_flops", "matmul_case", "matmul_flops_per_s"]
 
 
 _aten = torch.ops.aten
@@ -46,19 +46,32 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_flops_per_s(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 5,
-                       device: str = "cpu") -> float:
-    """Median FLOP/s of an ``n x n @ n x n`` product (the hardware's practical peak)."""
+def matmul_case(n: int = 2048, dtype: torch.dtype = torch.float32, device: str = "cpu", reps: int = 1):
+    """A callable running ``reps`` ``n x n @ n x n`` products (synchronised), and the FLOPs of one call.
+
+    The hardware's practical peak: time the callable (alone, or interleaved with other cases)
+    and divide its FLOPs by the time.
+    """
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    a @ b
-    sync()
+
+    def run() -> None:
+        for _ in range(reps):
+            a @ b
+        sync()
+    return run, 2.0 * n ** 3 * reps
+
+
+def matmul_flops_per_s(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 5,
+                       device: str = "cpu") -> float:
+    """Median FLOP/s of an ``n x n @ n x n`` product (:func:`matmul_case` timed on its own)."""
+    run, flops = matmul_case(n, dtype, device)
+    run()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        a @ b
-        sync()
+        run()
         times.append(time.perf_counter() - t0)
-    return 2.0 * n ** 3 / statistics.median(times)
+    return flops / statistics.median(times)

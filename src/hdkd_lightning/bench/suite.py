@@ -1,46 +1,38 @@
 """The sections of ``hdkd-bench``. Each returns plain data (JSON-ready dicts and lists).
 
 All comparisons inside a section run in one process, interleaved, after warm-up, and report
-medians (:func:`hdkd_lightning.bench.timing.interleave`). The distillation step is exactly
-:func:`hdkd_lightning.distillation.distill_forward` (what ``DistillModule`` runs) followed by
-``backward``, an AdamW step (the original's optimizer settings) and ``zero_grad``.
+medians (:func:`hdkd_lightning.bench.timing.interleave`). The step is
+:class:`hdkd_lightning.bench.step.DistillStep`. Its baselines: ``original`` = the original
+code's *pass pattern* re-implemented on this project's networks (always), and
+``original_code`` = the authors' own code (only with ``--original-code <clone>``,
+:mod:`hdkd_lightning.bench.original_code`); every baseline must give our loss on the same
+weights and batch. Cases that need a process of their own run through
+:mod:`hdkd_lightning.bench.workers`.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
-import json
 import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from hdkd_lightning.bench.flops import count_flops, matmul_flops_per_s
-from hdkd_lightning.bench.original import original_pattern_forward
+from hdkd_lightning.bench.flops import count_flops, matmul_case, matmul_flops_per_s
+from hdkd_lightning.bench.step import (NUM_CLASSES, DistillStep, LossMismatchError, build_models, check_losses,
+                                       make_batch, native_bf16, sync)
 from hdkd_lightning.bench.timing import interleave, summarize
-from hdkd_lightning.deploy import deploy_student, prepare_teacher
-from hdkd_lightning.distillation import auto_channels_last, distill_forward
-from hdkd_lightning.losses import HdkdLoss
+from hdkd_lightning.deploy import deploy_student
+from hdkd_lightning.distillation import auto_channels_last
 
-__all__ = ["BenchConfig", "LossMismatchError", "native_bf16", "run_distill", "run_default_allocator",
-           "run_compile", "run_memory", "run_inference", "run_pipeline", "run_profile", "build_models", "make_batch",
-           "check_losses", "deploy_tolerance", "DistillStep"]
+__all__ = ["BenchConfig", "LossMismatchError", "run_distill", "run_default_allocator", "run_compile", "run_memory",
+           "run_inference", "run_pipeline", "run_profile", "deploy_tolerance"]
 
-NUM_CLASSES = 7
 MATMUL_N = 2048
-LOSS_RTOL = 1e-4  # fp32: single pass vs original pattern, folded channels-last teacher included
 TIMM_MODELS = ("deit_tiny_distilled_patch16_224", "mobilevit_xs", "efficientformer_l1", "resnet18",
                "mobilenetv3_large_100")
-
-
-class LossMismatchError(AssertionError):
-    """This project's step and the original pattern disagree on the loss of the same batch."""
 
 
 @dataclass
@@ -62,119 +54,9 @@ class BenchConfig:
     matmul_n: int = MATMUL_N
     profile_size: Tuple[int, int] = (224, 4)
     devices: Sequence[str] = ("cpu",)
+    original_code: Optional[str] = None  # a clone of the authors' code: time it beside our step
     seed: int = 0
     log: Callable[[str], None] = field(default=lambda msg: None)
-
-
-def native_bf16(device: str = "cpu") -> bool:
-    """Whether bf16 matmuls/convolutions run on native instructions (else they are emulated, ~100x slower)."""
-    if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def build_models(image_size: int, seed: int = 0, num_classes: int = NUM_CLASSES) -> Tuple[nn.Module, nn.Module]:
-    """A frozen eval teacher (with non-trivial BatchNorm statistics) and a fresh HDKD student."""
-    import timm
-
-    import hdkd_lightning  # noqa: F401  (registers the models)
-
-    torch.manual_seed(seed)
-    teacher = timm.create_model("hdkd_teacher", num_classes=num_classes, img_size=image_size)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # a trained teacher has non-identity BatchNorm; make the folds do something
-        for m in teacher.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=gen) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) * 0.5 + 0.75)
-                m.bias.copy_(torch.rand(m.num_features, generator=gen) * 0.2 - 0.1)
-    teacher.eval().requires_grad_(False)
-    student = timm.create_model("hdkd_student_distilled", num_classes=num_classes, img_size=image_size)
-    return teacher, student.train()
-
-
-def make_batch(image_size: int, batch_size: int, seed: int = 0, num_classes: int = NUM_CLASSES):
-    gen = torch.Generator().manual_seed(seed + 1)
-    images = torch.randn(batch_size, 3, image_size, image_size, generator=gen)
-    labels = torch.randint(0, num_classes, (batch_size,), generator=gen)
-    return images, labels
-
-
-class DistillStep:
-    """One training step on its own copy of the student and optimizer.
-
-    ``pattern``: ``"ours"`` (:func:`distill_forward`) or ``"original"`` (the authors' pattern).
-    ``channels_last`` applies to the student and the images; ``fold_teacher`` uses
-    :func:`prepare_teacher`; ``amp`` runs the student under autocast in that dtype and
-    ``teacher_dtype`` puts the prepared teacher (and its images) in that dtype.
-    """
-
-    def __init__(self, student: nn.Module, teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 pattern: str = "ours", channels_last: bool = False, fold_teacher: bool = False,
-                 amp: Optional[torch.dtype] = None, teacher_dtype: Optional[torch.dtype] = None,
-                 device: str = "cpu", compile_student: bool = False) -> None:
-        if pattern not in ("ours", "original"):
-            raise ValueError(f"pattern must be 'ours' or 'original', got {pattern!r}")
-        self.pattern, self.amp, self.device = pattern, amp, device
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.student = copy.deepcopy(student).to(device=device, memory_format=fmt).train()
-        if fold_teacher or teacher_dtype is not None:
-            self.teacher = prepare_teacher(teacher, channels_last=channels_last, dtype=teacher_dtype).to(device)
-        else:
-            self.teacher = teacher.to(device)
-        self.images = images.to(device).contiguous(memory_format=fmt)
-        self.teacher_images = None if teacher_dtype is None else self.images.to(teacher_dtype)
-        self.labels = labels.to(device)
-        self.loss_fn = HdkdLoss()
-        self.model = torch.compile(self.student) if compile_student else self.student
-        self.opt = torch.optim.AdamW(self.student.parameters(), lr=5e-5, weight_decay=0.05, eps=1e-8)
-
-    def forward(self) -> Tuple[torch.Tensor, dict]:
-        with torch.autocast(self.device.split(":")[0], dtype=self.amp or torch.bfloat16, enabled=self.amp is not None):
-            if self.pattern == "ours":
-                loss, parts, _ = distill_forward(self.model, self.teacher, self.loss_fn, self.images, self.labels,
-                                                 self.teacher_images)
-            else:
-                loss, parts = original_pattern_forward(self.model, self.teacher, self.loss_fn, self.images,
-                                                       self.labels)
-        return loss, parts
-
-    def __call__(self) -> torch.Tensor:
-        loss, _ = self.forward()
-        loss.backward()
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        _sync(self.device)
-        return loss.detach()  # no .item(): no host-device synchronisation in the step itself
-
-    def loss_value(self) -> float:
-        """Loss of the batch without changing the step's state (on a copy of the student)."""
-        saved = copy.deepcopy(self.student.state_dict())
-        with torch.no_grad():
-            loss, _ = self.forward()
-        self.student.load_state_dict(saved)  # BatchNorm running statistics moved; put them back
-        return float(loss)
-
-
-def _matmul_case(device: str, n: int = MATMUL_N, reps: int = 3):
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(device)
-    b = torch.randn(n, n, generator=gen).to(device)
-
-    def run():
-        for _ in range(reps):
-            a @ b
-        _sync(device)
-    return run, 2.0 * n ** 3 * reps
 
 
 def _step_flops(student, teacher, image_size: int, batch: int, pattern: str) -> float:
@@ -188,17 +70,6 @@ def _teacher_flops(teacher, image_size: int) -> float:
     x = torch.randn(1, 3, image_size, image_size)
     with torch.no_grad():
         return float(count_flops(lambda: teacher(x)))
-
-
-def check_losses(steps: Dict[str, DistillStep], reference: str = "original", rtol: float = LOSS_RTOL) -> Dict[str, float]:
-    """Loss of every fp32 step on its batch; raises :class:`LossMismatchError` when any differs."""
-    values = {name: step.loss_value() for name, step in steps.items()}
-    ref = values[reference]
-    for name, value in values.items():
-        if abs(value - ref) > rtol * max(abs(ref), 1e-12):
-            raise LossMismatchError(f"loss of '{name}' ({value!r}) differs from '{reference}' ({ref!r}) "
-                                    f"by more than rtol={rtol}")
-    return values
 
 
 def run_distill(cfg: BenchConfig, with_variants: bool = True, with_bf16: bool = True) -> dict:
@@ -221,6 +92,11 @@ def run_distill(cfg: BenchConfig, with_variants: bool = True, with_bf16: bool = 
                                                          fold_teacher=True, device=device)
                 steps["ours_unfolded_teacher"] = DistillStep(student, teacher, images, labels, "ours", channels_last=cl,
                                                              device=device)
+            if cfg.original_code and device == "cpu":
+                from hdkd_lightning.bench.original_code import OriginalCodeStep, load_original_code
+
+                steps["original_code"] = OriginalCodeStep(load_original_code(cfg.original_code), teacher, student,
+                                                          images, labels)
             losses = check_losses(steps)
             cases: Dict[str, Callable] = dict(steps)
             loss_bf16 = None
@@ -235,9 +111,9 @@ def run_distill(cfg: BenchConfig, with_variants: bool = True, with_bf16: bool = 
             def teacher_fwd(prepared=prepared, t_images=t_images, device=device):
                 with torch.no_grad():
                     prepared(t_images)
-                _sync(device)
+                sync(device)
             cases["teacher_forward"] = teacher_fwd
-            mm, mm_flops = _matmul_case(device, cfg.matmul_n)
+            mm, mm_flops = matmul_case(cfg.matmul_n, device=device)
             cases["matmul_fp32"] = mm
             res = {k: summarize(v) for k, v in interleave(cases, cfg.warmup, cfg.repeats, cfg.log).items()}
             img_s = {k: batch / r["wall_s"] for k, r in res.items() if k not in ("matmul_fp32",)}
@@ -253,10 +129,16 @@ def run_distill(cfg: BenchConfig, with_variants: bool = True, with_bf16: bool = 
                 "loss_rel_diff": abs(losses["ours"] - losses["original"]) / abs(losses["original"]),
                 "ours_config": f"{'channels-last' if cl else 'NCHW'} student + BN-folded fp32 teacher "
                                "(DistillModule's defaults on this device)",
-                "variants_img_s": {k: v for k, v in img_s.items() if k not in ("ours", "original")},
+                "original_pattern": "the original code's pass pattern on this project's networks "
+                                    "(hdkd_lightning.bench.original)",
+                "variants_img_s": {k: v for k, v in img_s.items() if k not in ("ours", "original", "original_code")},
                 "gflop_per_img_ours": step_flops / 1e9, "gflop_per_img_original": orig_flops / 1e9,
                 "timings": res,
             }
+            if "original_code" in steps:
+                entry.update(original_code=cfg.original_code, original_code_img_s=img_s["original_code"],
+                             speedup_vs_original_code=img_s["ours"] / img_s["original_code"],
+                             loss_original_code=losses["original_code"])
             entries.append(entry)
             efficiency.append({
                 "device": device, "image_size": image_size, "batch_size": batch,
@@ -309,12 +191,12 @@ def _bf16_loss_only(student, teacher, image_size: int, device: str, seed: int) -
 def run_default_allocator(cfg: BenchConfig, image_size: int, batch: int, tuned_ours_img_s: Optional[float],
                           timeout_s: int = 1800) -> dict:
     """The original pattern and our step with ``HDKD_MALLOC_TUNE=0`` (what a user of the original code gets)."""
-    env = dict(os.environ, HDKD_MALLOC_TUNE="0")
-    args = [sys.executable, "-m", "hdkd_lightning.cli.bench", "--worker", "default-alloc",
-            "--worker-args", json.dumps({"image_size": image_size, "batch": batch, "warmup": cfg.default_alloc_warmup,
-                                         "repeats": cfg.default_alloc_repeats, "seed": cfg.seed})]
+    from hdkd_lightning.bench.workers import run_worker
+
     cfg.log(f"default allocator (subprocess, HDKD_MALLOC_TUNE=0) {image_size} px batch {batch}")
-    out = _run_worker(args, env, timeout_s)
+    out = run_worker("default-alloc", {"image_size": image_size, "batch": batch, "warmup": cfg.default_alloc_warmup,
+                                       "repeats": cfg.default_alloc_repeats, "seed": cfg.seed},
+                     dict(os.environ, HDKD_MALLOC_TUNE="0"), timeout_s)
     if "error" in out:
         return out
     if tuned_ours_img_s:
@@ -323,97 +205,34 @@ def run_default_allocator(cfg: BenchConfig, image_size: int, batch: int, tuned_o
     return out
 
 
-def _run_worker(args: List[str], env: dict, timeout_s: int) -> dict:
-    try:
-        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout_s} s"}
-    for line in reversed(proc.stdout.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    return {"error": f"worker failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}"}
-
-
-def _worker_inputs(image_size: int, batch: int, seed: int):
-    """What every bench subprocess starts with: the allocator setting, the models and one batch."""
-    from hdkd_lightning._runtime import configure_allocator
-
-    state = configure_allocator()
-    return (state,) + build_models(image_size, seed) + make_batch(image_size, batch, seed)
-
-
-def worker_default_alloc(image_size: int, batch: int, warmup: int, repeats: int, seed: int) -> dict:
-    state, teacher, student, images, labels = _worker_inputs(image_size, batch, seed)
-    steps = {"original": DistillStep(student, teacher, images, labels, "original"),
-             "ours": DistillStep(student, teacher, images, labels, "ours", fold_teacher=True)}
-    res = {k: summarize(v) for k, v in interleave(steps, warmup, repeats).items()}
-    return {"allocator": state, "image_size": image_size, "batch_size": batch, "warmup": warmup, "repeats": repeats,
-            "original_pattern_img_s": batch / res["original"]["wall_s"], "ours_img_s": batch / res["ours"]["wall_s"],
-            "timings": res}
-
-
 # ---------------------------------------------------------------------------------------------
 # memory: one process per pattern, because a tuned allocator keeps the heap's high-water mark
 # (several cases measured in one process would all report the largest one's peak)
 
 def run_memory(cfg: BenchConfig, image_size: int, batch: int, timeout_s: int = 1800) -> List[dict]:
     """Peak memory of one distillation step of each pattern, each in a fresh process."""
+    from hdkd_lightning.bench.workers import run_worker
+
     rows = []
     for device in cfg.devices:
         for pattern in ("ours", "original"):
             cfg.log(f"memory of the {pattern} step, {image_size} px batch {batch} on {device} (subprocess)")
-            args = [sys.executable, "-m", "hdkd_lightning.cli.bench", "--worker", "memory",
-                    "--worker-args", json.dumps({"image_size": image_size, "batch": batch, "pattern": pattern,
-                                                 "seed": cfg.seed, "device": device})]
-            rows.append(dict(_run_worker(args, dict(os.environ), timeout_s), pattern=pattern, device=device,
-                             image_size=image_size, batch_size=batch))
+            out = run_worker("memory", {"image_size": image_size, "batch": batch, "pattern": pattern,
+                                        "seed": cfg.seed, "device": device}, timeout_s=timeout_s)
+            rows.append(dict(out, pattern=pattern, device=device, image_size=image_size, batch_size=batch))
     return rows
-
-
-def worker_memory(image_size: int, batch: int, pattern: str, seed: int, device: str = "cpu") -> dict:
-    from hdkd_lightning.bench.timing import peak_rss_mb, rss_mb
-
-    _, teacher, student, images, labels = _worker_inputs(image_size, batch, seed)
-    step = DistillStep(student, teacher, images, labels, pattern, channels_last=auto_channels_last(torch.device(device).type),
-                       fold_teacher=pattern == "ours", device=device)
-    out = {"rss_before_step_mb": rss_mb()}
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    step()
-    step()  # the second step holds the optimizer state as well
-    out["peak_rss_mb"] = peak_rss_mb()
-    if device.startswith("cuda"):
-        out["gpu_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-        out["gpu_step_mb"] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # torch.compile, in a subprocess with a time limit (compilation on 2 cores can take minutes)
 
 def run_compile(cfg: BenchConfig) -> dict:
+    from hdkd_lightning.bench.workers import run_worker
+
     image_size, batch = cfg.compile_size
-    args = [sys.executable, "-m", "hdkd_lightning.cli.bench", "--worker", "compile",
-            "--worker-args", json.dumps({"image_size": image_size, "batch": batch, "warmup": cfg.warmup,
-                                         "repeats": cfg.repeats, "seed": cfg.seed})]
     cfg.log(f"torch.compile of the student step, {image_size} px batch {batch} (subprocess)")
-    return _run_worker(args, dict(os.environ), cfg.compile_timeout_s)
-
-
-def worker_compile(image_size: int, batch: int, warmup: int, repeats: int, seed: int) -> dict:
-    _, teacher, student, images, labels = _worker_inputs(image_size, batch, seed)
-    eager = DistillStep(student, teacher, images, labels, "ours", fold_teacher=True)
-    compiled = DistillStep(student, teacher, images, labels, "ours", fold_teacher=True, compile_student=True)
-    t0 = time.perf_counter()
-    loss_compiled = float(compiled())  # first step: compiles forward and backward
-    compile_s = time.perf_counter() - t0
-    loss_eager = float(eager())  # the same first step (same weights and batch), eagerly
-    res = {k: summarize(v) for k, v in interleave({"eager": eager, "compiled": compiled}, warmup, repeats).items()}
-    return {"image_size": image_size, "batch_size": batch, "first_step_s (compile)": compile_s,
-            "eager_img_s": batch / res["eager"]["wall_s"], "compiled_img_s": batch / res["compiled"]["wall_s"],
-            "speedup": res["eager"]["wall_s"] / res["compiled"]["wall_s"],
-            "loss_rel_diff": abs(loss_eager - loss_compiled) / abs(loss_eager), "timings": res}
+    return run_worker("compile", {"image_size": image_size, "batch": batch, "warmup": cfg.warmup,
+                                  "repeats": cfg.repeats, "seed": cfg.seed}, timeout_s=cfg.compile_timeout_s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,22 +318,14 @@ def deploy_tolerance(image_size: int = 64, seed: int = 0) -> dict:
 # ---------------------------------------------------------------------------------------------
 # input pipeline
 
-def default_pipeline_source() -> Tuple[str, Optional[str]]:
-    here = os.path.dirname(os.path.abspath(__file__))
-    for base in (os.getcwd(), os.path.join(here, "..", "..", "..")):
-        root = os.path.normpath(os.path.join(base, "..", "shared", "datasets", "ham10000"))
-        if os.path.isdir(root):
-            return "ham10000", root
-    return "synthetic", None
-
-
 def run_pipeline(cfg: BenchConfig, step_img_s: Optional[float], image_size: int = 64) -> dict:
     """Images/s of decode+augment vs cache+augment, one worker (one core), vs the step's consumption."""
     try:
         from hdkd_lightning.data.throughput import measure
     except ImportError as exc:
         return {"status": "unavailable", "reason": f"hdkd_lightning.data.throughput: {exc}"}
-    source, root = (cfg.pipeline_source, cfg.pipeline_root) if cfg.pipeline_source else default_pipeline_source()
+    # synthetic images unless a dataset is given (--data-source / --data-root)
+    source, root = (cfg.pipeline_source, cfg.pipeline_root) if cfg.pipeline_source else ("synthetic", None)
     kwargs = dict(source=source, root=root, image_size=image_size, n_images=cfg.pipeline_images, num_workers=0)
     accepted = inspect.signature(measure).parameters
     if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):

@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hdkd_lightning.data.base import SPLITS, DataError, Problem, Record, class_counts, problems_message
+from hdkd_lightning.data.io import DEFAULT_MAX_PIXELS
 from hdkd_lightning.data.prepare import PreparationSettings, PreparedData, file_checker, prepare_dataset
 from hdkd_lightning.files import to_plain
 
@@ -81,7 +82,7 @@ class HdkdDataModule(L.LightningDataModule):
         smote_k_neighbors: int = 5,
         split_file: str | None = None,
         on_bad_image: str = "error",
-        max_image_pixels: int | None = 100_000_000,
+        max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
         interpolation: str = "area",
         cache: Mapping | None = None,
         transforms: Mapping | None = None,
@@ -359,7 +360,7 @@ class HdkdDataModule(L.LightningDataModule):
     @classmethod
     def from_paths(cls, paths: Sequence[str | os.PathLike] | str | os.PathLike, image_size: int = 224,
                    batch_size: int = 16, num_workers: int = 0, class_names: Sequence[str] | None = None,
-                   interpolation: str = "area", max_image_pixels: int | None = 100_000_000,
+                   interpolation: str = "area", max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
                    transforms: Mapping | None = None, on_bad_image: str = "error",
                    check: bool = True) -> HdkdDataModule:
         """A DataModule whose ``predict_dataloader`` serves the given image files / folders

@@ -149,7 +149,6 @@ def _guard(img, path, max_pixels: int | None) -> None:
 
 def to_rgb_array(img) -> np.ndarray:
     """A decoded Pillow image as uint8 HxWx3 RGB (conversion rules in the module docstring)."""
-    from PIL import Image
 
     mode = img.mode
     if mode == "P":

@@ -13,7 +13,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import IO, Any, Dict, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, IO, Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from torch import Tensor
@@ -21,6 +21,9 @@ from torch import Tensor
 from hdkd_lightning.files import atomic_write
 from hdkd_lightning.lit.metrics import (PER_CLASS_KEYS, SCALAR_KEYS, check_labels, check_probs, compute_metrics,
                                         to_numpy)
+
+if TYPE_CHECKING:  # annotations only: the import happens where the object is made
+    from matplotlib.figure import Figure
 
 __all__ = ["RESULT_KEYS", "METRICS_JSON", "PER_CLASS_CSV", "PREDICTIONS_CSV", "CONFUSION_PNG", "write_evaluation_artefacts",
            "write_predictions_csv", "write_per_class_csv", "render_confusion_matrix", "jsonable"]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from hdkd_lightning.lit.metrics import PER_CLASS_KEYS
+
+if TYPE_CHECKING:  # annotations only: the import happens where the object is made
+    from rich.table import Table
 
 __all__ = ["format_metrics_table", "print_metrics_table"]
 

@@ -1,6 +1,6 @@
 """Convolutional building blocks of HDKD: stem conv, CBAM, squeeze-excitation, MBCSA, MBConv.
 
-Every block follows ``../shared/docs/HDKD.md`` exactly (no biases where the original has
+Every block follows ``docs/METHOD.md`` exactly (no biases where the original has
 none, exact-erf GELU, eps 1e-5 norms) so that weights of the original code load one to one.
 """
 

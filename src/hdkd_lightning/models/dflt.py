@@ -1,6 +1,6 @@
 """DFLT: the distilled feature-level transformer that forms stage 4 of the hybrid student.
 
-Faithful to the original code, including its quirks (see HDKD.md): no LayerNorm before the
+Faithful to the original code, including its quirks (``docs/METHOD.md``): no LayerNorm before the
 feed-forward, tokens and position embedding initialised from a standard normal.
 """
 
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import Mlp
 from torch import nn
 
-__all__ = ["PatchEmbed", "Attention", "FeedForward", "DfltBlock", "Dflt"]
+__all__ = ["PatchEmbed", "Attention", "DfltBlock", "Dflt"]
 
 
 class PatchEmbed(nn.Module):
@@ -54,26 +55,12 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
-class FeedForward(nn.Module):
-    """Linear -> GELU -> dropout -> Linear -> dropout, with no norm in front (original quirk)."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop2 = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
-
-
 class DfltBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, head_dim: int, mlp_ratio: float, drop: float) -> None:
         super().__init__()
         self.attn = Attention(dim, num_heads, head_dim, drop)
-        self.mlp = FeedForward(dim, int(dim * mlp_ratio), drop)
+        # Linear -> GELU -> dropout -> Linear -> dropout; no norm in front of it (original quirk)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(x)

@@ -7,7 +7,7 @@ adds DFLT as stage 4. Registered with timm::
     import hdkd_lightning, timm
     timm.create_model("hdkd_student_distilled", num_classes=7)
 
-Defaults are the original code's (``../shared/docs/HDKD.md``). ``num_classes`` defaults to 7
+Defaults are the original code's (``docs/METHOD.md``). ``num_classes`` defaults to 7
 (HAM10000 / ISIC 2018 Task 3), the paper's main task; pass it explicitly for other data.
 """
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from hdkd_lightning.data.base import DataError, FileSource, Index, Problem, Record
-from hdkd_lightning.data.io import is_hidden, iter_files, looks_like_image, scan_images
+from hdkd_lightning.data.io import is_hidden, looks_like_image, scan_images
 
 
 def read_csv(file: Path, required: Sequence[str]) -> list[dict[str, str]]:
@@ -46,6 +46,17 @@ def images_by_id(images: Iterable[Path], notes: list[str], where: str) -> dict[s
         notes.append(f"{len(extra)} image(s) in {where} have the same id as another file and were "
                      f"ignored (e.g. {extra[0]}); the first path in sorted order is used.")
     return out
+
+
+def image_of_row(by_id: dict[str, Path], image_id: str, csv_file: Path, line: int, column: str, where: Path,
+                 problems: list[Problem]) -> Path | None:
+    """The image file a CSV row names (looked up case-insensitively), or None with a
+    ``missing_image`` problem recorded that names the file, the line and the id."""
+    path = by_id.get(image_id.lower())
+    if path is None:
+        problems.append(Problem("missing_image", f"{csv_file}:{line}",
+                                f"{column} {image_id!r} has no image file below {where}"))
+    return path
 
 
 def find_dir(parent: Path, names: Sequence[str]) -> Path | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from hdkd_lightning.data.base import DataError, FileSource, Index, Problem, Record
 from hdkd_lightning.data.io import iter_files, looks_like_image
-from hdkd_lightning.data.sources._common import find_named, images_by_id, read_csv
+from hdkd_lightning.data.sources._common import find_named, image_of_row, images_by_id, read_csv
 
 HAM_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 METADATA = "HAM10000_metadata.csv"
@@ -59,10 +59,8 @@ class Ham10000Source(FileSource):
                 repeated.append(f"{image_id} (line {n})")
                 continue
             listed.add(key)
-            path = by_id.get(key)
+            path = image_of_row(by_id, image_id, csv_file, n, "image_id", root, problems)
             if path is None:
-                problems.append(Problem("missing_image", f"{csv_file}:{n}",
-                                        f"image_id {image_id!r} has no image file below {root}"))
                 continue
             dx = row["dx"].lower()
             if dx not in label_of:

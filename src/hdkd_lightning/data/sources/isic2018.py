@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hdkd_lightning.data.base import DataError, FileSource, Index, Problem, Record
 from hdkd_lightning.data.io import iter_files, looks_like_image
-from hdkd_lightning.data.sources._common import find_dir, find_named, images_by_id, read_csv
+from hdkd_lightning.data.sources._common import find_dir, find_named, image_of_row, images_by_id, read_csv
 from hdkd_lightning.data.sources.ham10000 import HAM_CLASSES
 
 _PREFIX = "ISIC2018_Task3_"
@@ -96,10 +96,8 @@ class Isic2018Source(FileSource):
                     raise DataError(f"{gt} lists image {row['image']!r} twice (line {n}); remove "
                                     f"the repeated row.")
                 listed.add(key)
-                path = by_id.get(key)
+                path = image_of_row(by_id, row["image"], gt, n, "image", folder, problems)
                 if path is None:
-                    problems.append(Problem("missing_image", f"{gt}:{n}",
-                                            f"image {row['image']!r} not found in {folder}"))
                     continue
                 hot = []
                 for code, i in label_of.items():
