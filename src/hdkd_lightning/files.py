@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Union
 
-__all__ = ["atomic_write", "write_json_atomic", "to_plain"]
+__all__ = ["atomic_write", "chmod_default", "write_json_atomic", "to_plain"]
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[IO], None], binary: bool = False) -> Path:
@@ -17,7 +17,7 @@ def atomic_write(path: Union[str, Path], write: Callable[[IO], None], binary: bo
 
     Readers see the old complete file or the new complete one, never a partial write; a crash
     (or an exception in ``write``) leaves any previous ``path`` intact and no temporary file
-    behind. The result gets the usual permissions (``0666 & ~umask``).
+    behind. The result gets the usual permissions (:func:`chmod_default`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,9 +29,7 @@ def atomic_write(path: Union[str, Path], write: Callable[[IO], None], binary: bo
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        chmod_default(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -48,6 +46,13 @@ def atomic_write(path: Union[str, Path], write: Callable[[IO], None], binary: bo
     except OSError:
         pass
     return path
+
+
+def chmod_default(path: Union[str, Path]) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the usual ``0666 & ~umask``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def write_json_atomic(path: Union[str, Path], data: Any) -> Path:

@@ -1,4 +1,4 @@
-"""The jobs behind the commands: train (fit + test), evaluate, predict, convert.
+"""The jobs behind the commands: train (fit + test), evaluate, predict, convert, export.
 
 Entry points in ``hdkd_lightning.cli`` only compose the config and call one of these; what the
 jobs build from a config (DataModule, LightningModule, Trainer) lives in
@@ -33,4 +33,10 @@ def run_convert(cfg) -> Any:
     return job(cfg)
 
 
-__all__ = ["run_train", "run_eval", "run_predict", "run_convert"]
+def run_export(cfg) -> Any:
+    from hdkd_lightning.pipeline.export import run_export as job
+
+    return job(cfg)
+
+
+__all__ = ["run_train", "run_eval", "run_predict", "run_convert", "run_export"]
