@@ -18,6 +18,7 @@ moved into place only after the check).
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 from pathlib import Path
@@ -30,7 +31,8 @@ from hdkd_lightning.deploy.card import card_path, preprocessing, sha256_file, wr
 from hdkd_lightning.deploy.folding import deploy_student
 from hdkd_lightning.files import chmod_default
 
-__all__ = ["FORMATS", "ExportError", "export_network", "max_logit_diff"]
+__all__ = ["FORMATS", "ExportError", "export_network", "exported_program", "write_onnx", "run_onnx",
+           "max_logit_diff"]
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "timm": ".pth"}
 ONNX_OPSET = 18
@@ -46,13 +48,16 @@ def max_logit_diff(a: Any, b: Any) -> float:
     return float((a - b).abs().max())
 
 
-def _exported_program(net: nn.Module, example: torch.Tensor):
-    deployed = deploy_student(net, channels_last=False)  # NCHW: portable, and what ONNX expects
+def exported_program(module: nn.Module, example: torch.Tensor, fold: bool = True):
+    """``torch.export`` program of ``module`` (BatchNorm folded first when ``fold``) with a dynamic batch."""
+    module = deploy_student(module, channels_last=False) if fold else module.eval()  # NCHW: portable
+    name = next(iter(inspect.signature(module.forward).parameters))
     batch = torch.export.Dim("batch", min=1, max=65536)
-    return torch.export.export(deployed, (example,), dynamic_shapes={"x": {0: batch}})
+    return torch.export.export(module, (example,), dynamic_shapes={name: {0: batch}})
 
 
-def _write_onnx(program, path: Path) -> None:
+def write_onnx(program, path: Union[str, Path]) -> None:
+    """An exported program as ONNX (opset 18; input ``image``, output ``logits``), checked by onnx."""
     import onnx
 
     onnx_program = torch.onnx.export(program, input_names=["image"], output_names=["logits"],
@@ -88,9 +93,9 @@ def export_network(net: nn.Module, meta: Dict[str, Any], fmt: str, output: Union
             _write_timm(net, tmp, output.suffix)
             got = _run_timm(meta, tmp, images)
         else:
-            program = _exported_program(net, images[:2])
+            program = exported_program(net, images[:2])
             if fmt == "onnx":
-                _write_onnx(program, tmp)
+                write_onnx(program, tmp)
                 got = run_onnx(tmp, images)
             else:
                 torch.export.save(program, str(tmp))

@@ -2,7 +2,8 @@
 
 Static (not dynamic) quantisation: a student is mostly convolutions, and ONNX Runtime's dynamic
 quantisation covers only matrix products (MatMul/Gemm), leaving the convolutions in fp32.
-Weights are int8 per output channel, activations uint8 with ranges from min/max calibration on
+Convolutions and matrix products (:data:`QUANTIZED_OPS`) are quantised; weights are int8 per
+output channel, activations uint8 with ranges from min/max calibration on
 ``data`` training images run through the evaluation preprocessing; QDQ format (ONNX Runtime
 fuses each quantize/dequantize pair into integer kernels on the CPU). The model is first
 prepared with ONNX Runtime's ``quant_pre_process`` (shape inference and graph optimisation).
@@ -19,7 +20,10 @@ import numpy as np
 
 from hdkd_lightning.files import chmod_default
 
-__all__ = ["quantize_int8"]
+__all__ = ["quantize_int8", "QUANTIZED_OPS"]
+
+#: the operators turned into int8 kernels; normalisations, softmax and element-wise work stay fp32
+QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 
 
 class _Batches:
@@ -48,7 +52,7 @@ def quantize_int8(onnx_path: Union[str, Path], output: Union[str, Path], calibra
         tmp = Path(work) / "int8.onnx"
         quantize_static(str(prepared), str(tmp), _Batches(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=QUANTIZED_OPS)
         chmod_default(tmp)
         os.replace(tmp, output)
     return output
