@@ -14,7 +14,7 @@ import pytest
 # 32 px images, a few dozen samples, one epoch: seconds per run on 2 CPU cores
 TINY = ["experiment=demo", "data.image_size=32", "data.train_samples=48", "data.val_samples=24",
         "data.test_samples=24", "data.num_workers=0", "trainer.max_epochs=1", "callbacks.rich_progress_bar=null",
-        "data.batch_size=16"]
+        "data.batch_size=16", "report.bootstrap=200"]
 
 
 class Runner:
@@ -73,9 +73,20 @@ def make_image_folder(root: Path, classes=("benign", "malignant", "other"), n_tr
 
 
 FOLDER = ["data=image_folder", "data.image_size=32", "data.num_workers=0", "trainer=cpu", "trainer.max_epochs=1",
-          "callbacks.rich_progress_bar=null", "data.batch_size=8"]
+          "callbacks.rich_progress_bar=null", "data.batch_size=8", "report.bootstrap=200"]
 
 
 @pytest.fixture(scope="session")
 def image_folder(runner) -> Path:
     return make_image_folder(runner.root / "folder_data")
+
+
+@pytest.fixture(scope="session")
+def folder_runs(runner, image_folder):
+    """Teacher, plain student and HDKD trained for a moment on the 3-class image folder (best checkpoints)."""
+    data = FOLDER + [f"data.root={image_folder}"]
+    runner.run("train", data + ["model=teacher", "task_name=ship_teacher"])
+    runner.run("train", data + ["model=student", "task_name=ship_student"])
+    runner.run("train", data + ["model=distill", "task_name=ship_hdkd", "model.teacher.experiment=ship_teacher"])
+    return {kind: runner.latest_run(f"ship_{kind}") / "checkpoints" / "best.ckpt"
+            for kind in ("teacher", "student", "hdkd")}

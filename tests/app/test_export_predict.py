@@ -10,18 +10,6 @@ import sys
 import pytest
 import torch
 
-from tests.app.conftest import FOLDER
-
-
-@pytest.fixture(scope="module")
-def folder_runs(runner, image_folder):
-    """Teacher, plain student and HDKD trained for a moment on the 3-class image folder."""
-    data = FOLDER + [f"data.root={image_folder}"]
-    runner.run("train", data + ["model=teacher", "task_name=ship_teacher"])
-    runner.run("train", data + ["model=student", "task_name=ship_student"])
-    runner.run("train", data + ["model=distill", "task_name=ship_hdkd", "model.teacher.experiment=ship_teacher"])
-    return {kind: runner.latest_run(f"ship_{kind}") / "checkpoints" / "best.ckpt"
-            for kind in ("teacher", "student", "hdkd")}
 
 
 def _export(runner, ckpt, fmt, out, *extra, check=True):

@@ -79,7 +79,7 @@ def test_balanced_accuracy_when_a_class_is_never_predicted():
     assert 1 in y and 1 not in pred
     r = scored(labels, probs)
     assert r["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-6)
-    assert r["per_class"]["bcc"]["recall"] == 0.0
+    assert r["per_class"]["bcc"]["sensitivity"] == 0.0
     assert r["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0), abs=1e-6)
 
 
@@ -176,7 +176,8 @@ def test_write_evaluation_artefacts(tmp_path):
         result = write_evaluation_artefacts(out, NAMES, paths, labels, probs,
                                             extra={"split": "test", "checkpoint": Path("/x/best.ckpt"), "params": 123})
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["metrics.json", "per_class.csv", "predictions.csv", "confusion_matrix.png"])  # no temp files left
+        ["metrics.json", "per_class.csv", "predictions.csv", "confusion_matrix.png", "roc_curves.png", "pr_curves.png",
+         "reliability.png", "report.html"])  # no temp files left
 
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == result
@@ -194,7 +195,7 @@ def test_write_evaluation_artefacts(tmp_path):
         assert saved[k] == pytest.approx(streamed[k], abs=1e-7)
 
     per_class = read_csv(out / "per_class.csv")
-    assert list(per_class[0]) == ["class", "precision", "recall", "f1", "auroc", "support"]
+    assert list(per_class[0]) == ["class", "sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "support"]
     assert [r["class"] for r in per_class] == NAMES
     assert [int(r["support"]) for r in per_class] == [saved["per_class"][n]["support"] for n in NAMES]
 
@@ -272,7 +273,8 @@ def test_log_artefacts_media_for_wandb_and_tensorboard(artefacts, tmp_path):
     media = wb.experiment.log.call_args.args[0]
     assert isinstance(media["test/confusion_matrix"], wandb.Image)
     assert isinstance(media["test/per_class"], wandb.Table)
-    assert media["test/per_class"].columns == ["class", "precision", "recall", "f1", "auroc", "support"]
+    assert media["test/per_class"].columns == ["class", "sensitivity", "specificity", "ppv", "npv", "f1", "auroc",
+                                               "support"]
 
     tb = TensorBoardLogger(tmp_path / "tb", name="")
     with mock.patch.object(type(tb.experiment), "add_image", autospec=True) as add_image:

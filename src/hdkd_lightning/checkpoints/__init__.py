@@ -21,8 +21,9 @@ from hdkd_lightning.checkpoints.format import (
     load_strict,
     network_from_checkpoint,
     read_checkpoint,
+    update_meta,
 )
 
 __all__ = ["META_KEY", "CheckpointError", "build_meta", "checkpoint_val_score", "describe_keys",
            "drop_duplicate_networks", "is_project_checkpoint", "load_strict", "network_from_checkpoint",
-           "read_checkpoint"]
+           "read_checkpoint", "update_meta"]

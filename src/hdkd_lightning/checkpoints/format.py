@@ -10,6 +10,7 @@ says which network it carries and how to rebuild it without Lightning or the tra
      "class_names": [...], "image_size": 224, "data": "isic2018",
      "networks": {"teacher.": {"arch", "net_kwargs"}},  # other networks inside (distillation)
      "val": {"val/balanced_accuracy": 0.81, ...},  # validation metrics of these weights
+     "temperature": 1.4, "calibration": {...},     # only after hdkd-eval calibrate=true
      "converted_from": "/path/original.pth"}       # only for hdkd-convert
 
 Each network is stored once, under its prefix. Checkpoints written before that rule also held a
@@ -31,7 +32,7 @@ from torch import nn
 
 __all__ = ["CheckpointError", "META_KEY", "build_meta", "read_checkpoint", "is_project_checkpoint",
            "network_from_checkpoint", "checkpoint_val_score", "load_strict", "describe_keys",
-           "drop_duplicate_networks"]
+           "drop_duplicate_networks", "update_meta"]
 
 META_KEY = "hdkd"
 #: prefixes of the second copy of a network that checkpoints of earlier versions carried
@@ -120,6 +121,19 @@ def load_strict(model: nn.Module, sd: Dict[str, torch.Tensor], source: str,
     if problems:
         raise error(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
     model.load_state_dict(sd, strict=True)
+
+
+def update_meta(path: Union[str, Path], **fields: Any) -> Dict[str, Any]:
+    """Add ``fields`` to a checkpoint's ``"hdkd"`` entry, rewriting the file atomically (the rest of
+    the checkpoint is kept as it is). Returns the new metadata."""
+    from hdkd_lightning.files import atomic_write
+
+    ckpt = read_checkpoint(path)
+    if not is_project_checkpoint(ckpt):
+        raise CheckpointError(f"{path} is not a checkpoint of this project (no '{META_KEY}' entry)")
+    ckpt[META_KEY] = dict(ckpt[META_KEY], **fields)
+    atomic_write(path, lambda fh: torch.save(ckpt, fh), binary=True)
+    return ckpt[META_KEY]
 
 
 def network_from_checkpoint(path: Union[str, Path], prefix: Optional[str] = None) -> Tuple[nn.Module, Dict[str, Any]]:

@@ -1,5 +1,12 @@
-"""The evaluation artefacts of a scored split: metrics.json, per_class.csv, predictions.csv and
-confusion_matrix.png.
+"""The evaluation artefacts of a scored split.
+
+Files (``output_dir``): ``predictions.csv`` (one row per image), ``per_class.csv`` (sensitivity,
+specificity, PPV, NPV, F1, AUROC, support per class), ``confusion_matrix.png``,
+``roc_curves.png`` and ``pr_curves.png`` (one class vs the rest), ``reliability.png`` (the
+calibration diagram), ``report.html`` (one self-contained page, :mod:`~hdkd_lightning.evaluation.report_page`)
+and ``metrics.json``: the scalars, ``per_class``, ``confusion_matrix``, ``calibration`` (ECE with
+its bins, and before/after temperature scaling when a temperature is set) and
+``confidence_intervals`` (95% bootstrap over the images, :mod:`~hdkd_lightning.evaluation.statistics`).
 
 Every file is written atomically (:func:`hdkd_lightning.files.atomic_write`), ``metrics.json``
 last: once it exists, the other files of the run are complete. Undefined values (a class absent
@@ -12,8 +19,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, IO, Any, Dict, Mapping, Optional, Sequence, Union
+from typing import IO, Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from torch import Tensor
@@ -22,11 +30,9 @@ from hdkd_lightning.files import atomic_write
 from hdkd_lightning.lit.metrics import (PER_CLASS_KEYS, SCALAR_KEYS, check_labels, check_probs, compute_metrics,
                                         to_numpy)
 
-if TYPE_CHECKING:  # annotations only: the import happens where the object is made
-    from matplotlib.figure import Figure
-
-__all__ = ["RESULT_KEYS", "METRICS_JSON", "PER_CLASS_CSV", "PREDICTIONS_CSV", "CONFUSION_PNG", "write_evaluation_artefacts",
-           "write_predictions_csv", "write_per_class_csv", "render_confusion_matrix", "jsonable"]
+__all__ = ["RESULT_KEYS", "METRICS_JSON", "PER_CLASS_CSV", "PREDICTIONS_CSV", "CONFUSION_PNG", "ROC_PNG", "PR_PNG",
+           "RELIABILITY_PNG", "REPORT_HTML", "EvaluationOptions", "write_evaluation_artefacts",
+           "write_predictions_csv", "write_per_class_csv", "jsonable"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
 
@@ -34,10 +40,36 @@ METRICS_JSON = "metrics.json"
 PER_CLASS_CSV = "per_class.csv"
 PREDICTIONS_CSV = "predictions.csv"
 CONFUSION_PNG = "confusion_matrix.png"
+ROC_PNG = "roc_curves.png"
+PR_PNG = "pr_curves.png"
+RELIABILITY_PNG = "reliability.png"
+REPORT_HTML = "report.html"
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """The ``report.*`` config keys: bootstrap resamples (0: no intervals), ECE bins, the seed of the
+    bootstrap, whether to write report.html, Grad-CAM examples per class and outcome in it."""
+
+    bootstrap: int = 1000
+    ece_bins: int = 15
+    seed: int = 0
+    html: bool = True
+    gradcam_per_class: int = 2
+
+    @classmethod
+    def from_config(cls, node: Any) -> "EvaluationOptions":
+        from hdkd_lightning.files import to_plain
+
+        values = dict(to_plain(node) or {})
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown report key(s) {unknown}; known: {[f.name for f in fields(cls)]}")
+        return cls(**values)
 
 # the keys of write_evaluation_artefacts' result before ``extra`` is merged in
 RESULT_KEYS = ("class_names", "num_samples", "num_unlabelled", *SCALAR_KEYS, "per_class", "confusion_matrix",
-                "classes_absent_from_targets")
+               "classes_absent_from_targets", "calibration", "confidence_intervals")
 
 
 def jsonable(value: Any) -> Any:
@@ -100,79 +132,41 @@ def write_per_class_csv(path: Union[str, Path], metrics: Mapping[str, Any]) -> P
     return atomic_write(path, write)
 
 
-# -- confusion matrix figure -----------------------------------------------------------------
-
-def render_confusion_matrix(confusion_matrix: Any, class_names: Sequence[str], title: str = "") -> "Figure":
-    """A two-panel matplotlib Figure (counts; row-normalised = recall per true class).
-
-    Uses ``matplotlib.figure.Figure`` with an Agg canvas, so it neither needs a display nor
-    touches pyplot's global state.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    cm = np.asarray(confusion_matrix, dtype=np.int64)
-    names = [str(n) for n in class_names]
-    c = len(names)
-    if cm.shape != (c, c):
-        raise ValueError(f"confusion matrix must be {c}x{c}, got {cm.shape}")
-    rows = cm.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.where(rows > 0, cm / np.maximum(rows, 1), np.nan)
-
-    cell = 0.6 if c <= 12 else max(0.22, 7.0 / c)  # inches per cell: readable up to ~12 classes
-    longest = max(len(n) for n in names)
-    margin = min(0.09 * longest, 2.5) + 0.9  # room for tick labels
-    side = max(3.2, cell * c)
-    fig = Figure(figsize=(2 * (side + margin + 0.9), side + margin + 0.8), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    font = 9 if c <= 8 else (8 if c <= 12 else (6 if c <= 20 else 5))
-    annotate = c <= 30
-    panels = [(cm.astype(float), "Counts", lambda v: f"{int(v)}", max(cm.max(), 1)),
-              (norm, "Row-normalised (recall per true class)", lambda v: f"{v:.2f}", 1.0)]
-    for ax, (data, panel_title, fmt, vmax) in zip(axes, panels):
-        masked = np.ma.masked_invalid(data)
-        im = ax.imshow(masked, cmap="Blues", vmin=0, vmax=vmax, interpolation="nearest")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        ax.set_title(panel_title, fontsize=10)
-        ax.set_xticks(range(c), labels=names, rotation=45, ha="right", rotation_mode="anchor", fontsize=font)
-        ax.set_yticks(range(c), labels=names, fontsize=font)
-        ax.set_xlabel("Predicted class")
-        ax.set_ylabel("True class")
-        if annotate:
-            for i in range(c):
-                for j in range(c):
-                    v = data[i, j]
-                    text = "–" if not np.isfinite(v) else fmt(v)
-                    dark = np.isfinite(v) and v > 0.5 * vmax
-                    ax.text(j, i, text, ha="center", va="center", fontsize=font,
-                            color="white" if dark else "black")
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
 # -- the evaluation artefacts ----------------------------------------------------------------
 
+def _calibration(probs: np.ndarray, labels: np.ndarray, temperature: Optional[float], bins: int) -> Dict[str, Any]:
+    from hdkd_lightning.evaluation.statistics import apply_temperature, expected_calibration_error, reliability_bins
+
+    out: Dict[str, Any] = {"ece": expected_calibration_error(probs, labels, bins), "bins": bins,
+                           "binning": "equal-width top-label confidence bins", "temperature": temperature,
+                           "reliability": reliability_bins(probs, labels, bins)}
+    if temperature not in (None, 1.0):  # the probabilities are calibrated: also show the network's own
+        out["ece_uncalibrated"] = expected_calibration_error(apply_temperature(probs, 1.0 / temperature), labels, bins)
+    return out
+
+
 def write_evaluation_artefacts(output_dir: Union[str, Path], class_names: Sequence[str], paths: Sequence[Any],
-                               labels: ArrayLike, probs: ArrayLike,
-                               extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Score a whole split and write ``metrics.json``, ``per_class.csv``, ``predictions.csv`` and
-    ``confusion_matrix.png`` into ``output_dir`` (created if needed).
+                               labels: ArrayLike, probs: ArrayLike, extra: Optional[Mapping[str, Any]] = None,
+                               options: Optional[EvaluationOptions] = None,
+                               examples: Optional[Sequence[Mapping[str, Any]]] = None) -> Dict[str, Any]:
+    """Score a whole split and write every artefact (module docstring) into ``output_dir``.
 
     Args:
         labels: ``[N]`` class indices; -1 marks an unknown label (the row is in predictions.csv
             but not in the metrics; ``num_unlabelled`` counts them).
-        probs: ``[N, C]`` softmax probabilities.
+        probs: ``[N, C]`` softmax probabilities (already divided by ``extra["temperature"]`` when
+            the network has one).
         extra: run information merged into the result (checkpoint, split, model, parameter
-            count, ...); it may not reuse a metric's key.
+            count, temperature, ...); it may not reuse a metric's key.
+        examples: Grad-CAM examples for report.html (:func:`hdkd_lightning.evaluation.explain.explain_examples`).
 
     Returns:
-        The content of metrics.json: ``class_names``, ``num_samples``, ``num_unlabelled``, the
-        scalars, ``per_class``, ``confusion_matrix``, ``classes_absent_from_targets`` and
-        ``extra``'s keys; undefined values are ``None``.
+        The content of metrics.json; undefined values are ``None``.
     """
+    from hdkd_lightning.evaluation import figures
+    from hdkd_lightning.evaluation.statistics import bootstrap_intervals
+
+    options = options or EvaluationOptions()
     output_dir = Path(output_dir)
     class_names = [str(n) for n in class_names]
     probs_np = check_probs(to_numpy(probs), len(class_names))
@@ -188,6 +182,11 @@ def write_evaluation_artefacts(output_dir: Union[str, Path], class_names: Sequen
     result: Dict[str, Any] = {"class_names": class_names, "num_samples": computed.pop("num_samples"),
                               "num_unlabelled": computed.pop("num_unlabelled")}
     result.update(computed)
+    known = labels_np >= 0
+    result["calibration"] = _calibration(probs_np[known], labels_np[known], (extra or {}).get("temperature"),
+                                         options.ece_bins)
+    result["confidence_intervals"] = bootstrap_intervals(labels_np[known], probs_np[known], len(class_names),
+                                                         options.bootstrap, options.seed)
     result.update(extra or {})
     result = jsonable(result)
     text = json.dumps(result, indent=2, allow_nan=False, default=str) + "\n"
@@ -195,8 +194,21 @@ def write_evaluation_artefacts(output_dir: Union[str, Path], class_names: Sequen
     output_dir.mkdir(parents=True, exist_ok=True)
     write_predictions_csv(output_dir / PREDICTIONS_CSV, class_names, paths, probs_np, labels_np)
     write_per_class_csv(output_dir / PER_CLASS_CSV, result)
-    fig = render_confusion_matrix(result["confusion_matrix"], class_names)
-    atomic_write(output_dir / CONFUSION_PNG, lambda fh: fig.savefig(fh, format="png"), binary=True)
+    images = {
+        CONFUSION_PNG: figures.render_confusion_matrix(result["confusion_matrix"], class_names),
+        ROC_PNG: figures.render_roc_curves(labels_np[known], probs_np[known], class_names),
+        PR_PNG: figures.render_pr_curves(labels_np[known], probs_np[known], class_names),
+        RELIABILITY_PNG: figures.render_reliability(result["calibration"]["reliability"], result["calibration"]["ece"],
+                                                    options.ece_bins),
+    }
+    pngs = {name: figures.png_bytes(fig) for name, fig in images.items()}
+    for name, data in pngs.items():
+        atomic_write(output_dir / name, lambda fh, data=data: fh.write(data), binary=True)
+    if options.html:
+        from hdkd_lightning.evaluation.report_page import render_report
+
+        html = render_report(result, pngs, examples or [])
+        atomic_write(output_dir / REPORT_HTML, lambda fh: fh.write(html))
     # metrics.json last: once it exists, the other files of the run are complete
     atomic_write(output_dir / METRICS_JSON, lambda fh: fh.write(text))
     return result

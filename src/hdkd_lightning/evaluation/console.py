@@ -33,9 +33,9 @@ def format_metrics_table(metrics: Mapping[str, Any], title: str = "Evaluation") 
     for name, row in (metrics.get("per_class") or {}).items():
         table.add_row(str(name), *[_fmt(row.get(k)) for k in PER_CLASS_KEYS])
     table.add_section()
-    table.add_row("macro avg", _fmt(metrics.get("precision_macro")), _fmt(metrics.get("recall_macro")),
-                  _fmt(metrics.get("f1_macro")), _fmt(metrics.get("auroc_macro")), _fmt(metrics.get("num_samples")),
-                  style="bold")
+    macro = {"sensitivity": metrics.get("recall_macro"), "ppv": metrics.get("precision_macro"),
+             "f1": metrics.get("f1_macro"), "auroc": metrics.get("auroc_macro"), "support": metrics.get("num_samples")}
+    table.add_row("macro avg", *[_fmt(macro.get(k)) for k in PER_CLASS_KEYS], style="bold")
     caption = (f"accuracy {_fmt(metrics.get('accuracy'))}   "
                f"balanced accuracy {_fmt(metrics.get('balanced_accuracy'))}   "
                f"images {_fmt(metrics.get('num_samples'))}")

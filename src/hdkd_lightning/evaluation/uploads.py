@@ -11,16 +11,11 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
 
-from hdkd_lightning.evaluation.artefacts import CONFUSION_PNG, render_confusion_matrix
+from hdkd_lightning.evaluation.artefacts import CONFUSION_PNG
+from hdkd_lightning.evaluation.figures import png_bytes, render_confusion_matrix
 from hdkd_lightning.lit.metrics import PER_CLASS_KEYS
 
 __all__ = ["log_artefacts"]
-
-
-def _figure_png_bytes(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
 
 
 def _flatten_scalars(metrics: Mapping[str, Any], prefix: str) -> Dict[str, float]:
@@ -85,7 +80,7 @@ def log_artefacts(logger: Any, metrics: Mapping[str, Any], output_dir: Union[str
             image.load()
         else:
             names = metrics.get("class_names") or list((metrics.get("per_class") or {}).keys())
-            image = Image.open(io.BytesIO(_figure_png_bytes(render_confusion_matrix(metrics["confusion_matrix"], names))))
+            image = Image.open(io.BytesIO(png_bytes(render_confusion_matrix(metrics["confusion_matrix"], names))))
         image = image.convert("RGB")
         if isinstance(logger, WandbLogger):
             import wandb

@@ -88,11 +88,17 @@ class ClassifierModuleBase(pl.LightningModule):
         """Eval-mode logits of the deployable network (mean of both heads for HDKD)."""
         return self.net(images)
 
+    #: temperature of the probabilities (``softmax(logits / T)``); set by calibration, None = 1
+    temperature: Optional[float] = None
+
     def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
         out = self.net(images)
         if isinstance(out, tuple):  # distilled student in training mode
             out = (out[0] + out[1]) / 2
-        return F.softmax(out.float(), dim=1)
+        out = out.float()
+        if self.temperature not in (None, 1.0):
+            out = out / float(self.temperature)
+        return F.softmax(out, dim=1)
 
     def _check_loss(self, loss: torch.Tensor, parts: Dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
         """Non-finite loss: stop with the components named, or skip the step (``nonfinite_loss``).

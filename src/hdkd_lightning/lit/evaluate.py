@@ -12,6 +12,8 @@ __all__ = ["EvalModule"]
 
 
 class EvalModule(ClassifierModuleBase):
+    """Tests ``net`` as stored; its probabilities use the checkpoint's temperature, if calibrated."""
+
     kind = "eval"
 
     def __init__(self, net: nn.Module, meta: Dict[str, Any]) -> None:
@@ -19,6 +21,7 @@ class EvalModule(ClassifierModuleBase):
         self.net = net.eval()
         self.meta = dict(meta)
         self.hparams["arch_name"] = meta["arch"]
+        self.temperature = meta.get("temperature")
 
     def checkpoint_meta(self) -> Dict[str, Any]:
         return self.meta

@@ -25,8 +25,10 @@ Definitions (all match scikit-learn; the tests check it):
   would silently score it 0 and pull the macro mean down; here its per-class AUROC is NaN and it
   is left out of the mean. ``auroc_macro`` is NaN only when no class qualifies (e.g. a single
   class in the targets). Nothing here raises because a class is missing.
-* ``per_class``: ``{name: {precision, recall, f1, auroc, support}}`` (``support`` = images of
-  that class in the targets).
+* ``per_class``: ``{name: {sensitivity, specificity, ppv, npv, f1, auroc, support}}``, one class
+  against the rest: sensitivity = recall = TP / (TP + FN), specificity = TN / (TN + FP),
+  PPV = precision = TP / (TP + FP), NPV = TN / (TN + FN) (torchmetrics' multiclass metrics with
+  ``average=None``; 0 / 0 counts as 0), ``support`` = images of that class in the targets.
 * ``confusion_matrix``: counts, rows = true class, columns = predicted class.
 
 :meth:`ClassificationMetrics.compute` returns Python floats, undefined values as ``float("nan")``.
@@ -47,8 +49,10 @@ from torchmetrics.classification import (
     MulticlassAUROC,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
+    MulticlassNegativePredictiveValue,
     MulticlassPrecision,
     MulticlassRecall,
+    MulticlassSpecificity,
 )
 
 
@@ -60,7 +64,7 @@ ArrayLike = Union[Tensor, np.ndarray, Sequence]
 #: scalar metrics, in the order they are reported
 SCALAR_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auroc_macro")
 #: per-class metrics (``support`` is an int), in the order of the columns of per_class.csv
-PER_CLASS_KEYS = ("precision", "recall", "f1", "auroc", "support")
+PER_CLASS_KEYS = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "support")
 
 # torchmetrics' ROC warns for a class without positives/negatives and scores it 0; we handle it
 _ROC_WARNINGS = r"No (positive|negative) samples in targets"
@@ -101,6 +105,8 @@ class ClassificationMetrics(nn.Module):
             "precision_per_class": MulticlassPrecision(average=None, **kw),
             "recall_per_class": MulticlassRecall(average=None, **kw),
             "f1_per_class": MulticlassF1Score(average=None, **kw),
+            "specificity_per_class": MulticlassSpecificity(average=None, **kw),
+            "npv_per_class": MulticlassNegativePredictiveValue(average=None, **kw),
             # exact (thresholds=None) AUROC keeps every probability; macro is derived below
             "auroc_per_class": MulticlassAUROC(average=None, thresholds=None, **kw),
             "confusion_matrix": MulticlassConfusionMatrix(**kw),
@@ -170,8 +176,10 @@ class ClassificationMetrics(nn.Module):
         support = out["support"].tolist()
         result["per_class"] = {
             name: {
-                "precision": float(out["precision_per_class"][i]),
-                "recall": float(out["recall_per_class"][i]),
+                "sensitivity": float(out["recall_per_class"][i]),
+                "specificity": float(out["specificity_per_class"][i]),
+                "ppv": float(out["precision_per_class"][i]),
+                "npv": float(out["npv_per_class"][i]),
                 "f1": float(out["f1_per_class"][i]),
                 "auroc": float(out["auroc_per_class"][i]),
                 "support": int(support[i]),

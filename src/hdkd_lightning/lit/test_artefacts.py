@@ -2,23 +2,25 @@
 
 The module's ``test_step`` returns ``{"path", "label", "probs"}`` per batch; this callback keeps
 the rows, gathers them from every process under DDP, counts each image once (a distributed
-sampler pads the split with repeats), and then, on global rank 0, writes ``metrics.json``,
-``per_class.csv``, ``predictions.csv`` and ``confusion_matrix.png`` to ``output_dir``
-(:func:`hdkd_lightning.evaluation.artefacts.write_evaluation_artefacts`), logs the ``test/*``
-scalars and sends the confusion matrix to image-capable loggers. Every process ends with the same
-numbers in :attr:`results`, so metrics under DDP equal a one-process evaluation.
+sampler pads the split with repeats), and then, on global rank 0, writes every evaluation
+artefact to ``output_dir`` (:func:`hdkd_lightning.evaluation.artefacts.write_evaluation_artefacts`:
+metrics.json with intervals and calibration, the CSVs, the figures and report.html with Grad-CAM
+examples kept while the batches streamed past), logs the ``test/*`` scalars and sends the
+confusion matrix to image-capable loggers. Every process ends with the same numbers in
+:attr:`results`, so metrics under DDP equal a one-process evaluation.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import lightning.pytorch as pl
 import torch
 
-from hdkd_lightning.evaluation.artefacts import write_evaluation_artefacts
+from hdkd_lightning.evaluation.artefacts import EvaluationOptions, write_evaluation_artefacts
+from hdkd_lightning.evaluation.explain import ExampleReservoir
 from hdkd_lightning.evaluation.uploads import log_artefacts
 from hdkd_lightning.lit.metrics import compute_metrics
 
@@ -29,18 +31,27 @@ class TestArtefacts(pl.Callback):
     """See the module docstring. ``results`` holds the content of ``metrics.json`` after a test
     (empty when the split was empty)."""
 
-    def __init__(self, output_dir: Union[str, Path]) -> None:
+    def __init__(self, output_dir: Union[str, Path], options: Optional[EvaluationOptions] = None,
+                 extra: Optional[Dict[str, Any]] = None) -> None:
         self.output_dir = Path(output_dir)
+        self.options = options or EvaluationOptions()
+        self.extra = dict(extra or {})  # run information for metrics.json (data, split, checkpoint, ...)
         self.results: Dict[str, Any] = {}
         self._rows: List[Tuple[str, int, torch.Tensor]] = []
+        self._examples: Optional[ExampleReservoir] = None
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._rows = []
         self.results = {}
+        self._examples = ExampleReservoir(len(pl_module.class_names), self.options.gradcam_per_class
+                                          if self.options.html else 0)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        for path, label, probs in zip(outputs["path"], outputs["label"].tolist(), outputs["probs"]):
+        labels = outputs["label"].tolist()
+        for path, label, probs in zip(outputs["path"], labels, outputs["probs"]):
             self._rows.append((path, int(label), probs))
+        if trainer.is_global_zero:
+            self._examples.offer(batch["image"], labels, outputs["probs"].numpy(), outputs["path"])
 
     def _all_rows(self, trainer: pl.Trainer) -> List[Tuple[str, int, torch.Tensor]]:
         rows = self._rows
@@ -63,9 +74,11 @@ class TestArtefacts(pl.Callback):
         labels = torch.tensor([r[1] for r in rows], dtype=torch.long)
         probs = torch.stack([r[2] for r in rows])
         extra = {"kind": pl_module.kind, "model": pl_module.hparams.get("arch_name", ""),
-                 "params": sum(p.numel() for p in pl_module.deploy_net.parameters())}
+                 "params": sum(p.numel() for p in pl_module.deploy_net.parameters()),
+                 "temperature": pl_module.temperature, **self.extra}
         if trainer.is_global_zero:  # every process holds every row: same numbers, files written once
-            self.results = write_evaluation_artefacts(self.output_dir, class_names, paths, labels, probs, extra)
+            self.results = write_evaluation_artefacts(self.output_dir, class_names, paths, labels, probs, extra,
+                                                      self.options, self._gradcam(pl_module))
         else:
             self.results = dict(compute_metrics(class_names, labels, probs), **extra)
         scalars = {f"test/{k}": float(v) for k, v in self.results.items()
@@ -74,3 +87,15 @@ class TestArtefacts(pl.Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 log_artefacts(logger, self.results, self.output_dir, log_scalars=False)
+
+    def _gradcam(self, pl_module: pl.LightningModule) -> List[Dict[str, Any]]:
+        kept = self._examples.items() if self._examples is not None else None
+        if kept is None:
+            return []
+        from hdkd_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+        from hdkd_lightning.evaluation.explain import explain_examples
+
+        images, labels, probs, paths = kept
+        net = pl_module.deploy_net
+        images = images.to(next(net.parameters()).device)
+        return explain_examples(net, images, labels, probs, paths, pl_module.class_names, IMAGENET_MEAN, IMAGENET_STD)

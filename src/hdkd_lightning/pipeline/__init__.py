@@ -1,4 +1,4 @@
-"""The jobs behind the commands: train (fit + test), evaluate, predict, convert, export.
+"""The jobs behind the commands: train (fit + test), evaluate, predict, convert, export, explain.
 
 Entry points in ``hdkd_lightning.cli`` only compose the config and call one of these; what the
 jobs build from a config (DataModule, LightningModule, Trainer) lives in
@@ -39,4 +39,10 @@ def run_export(cfg) -> Any:
     return job(cfg)
 
 
-__all__ = ["run_train", "run_eval", "run_predict", "run_convert", "run_export"]
+def run_explain(cfg) -> Any:
+    from hdkd_lightning.pipeline.explain import run_explain as job
+
+    return job(cfg)
+
+
+__all__ = ["run_train", "run_eval", "run_predict", "run_convert", "run_export", "run_explain"]

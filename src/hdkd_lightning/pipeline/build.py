@@ -121,16 +121,22 @@ def finish_wandb() -> None:
             wandb.finish()
 
 
-def build_trainer(cfg: DictConfig, out: Path, extra_callbacks=()):
-    """The configured Trainer, plus the callback that writes the test artefacts into ``out``
-    (returned with it: its ``results`` are the test metrics)."""
+def build_trainer(cfg: DictConfig, out: Path, extra_callbacks=(), run_info: Optional[Dict[str, Any]] = None):
+    """The configured Trainer, plus the callback that writes the test artefacts into ``out`` with the
+    ``report.*`` options (returned with it: its ``results`` are the test metrics; ``run_info`` goes
+    into metrics.json)."""
     from hydra.utils import instantiate
 
     from hdkd_lightning.checkpoints.io import AtomicCheckpointIO
+    from hdkd_lightning.evaluation.artefacts import EvaluationOptions
     from hdkd_lightning.lit.test_artefacts import TestArtefacts
 
+    try:
+        options = EvaluationOptions.from_config(cfg.get("report"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"report: {exc}") from None
     _wandb_resume(cfg.get("logger"), out)
-    artefacts = TestArtefacts(out)
+    artefacts = TestArtefacts(out, options, run_info)
     callbacks = _instantiate_dict(cfg.get("callbacks")) + list(extra_callbacks) + [artefacts]
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,

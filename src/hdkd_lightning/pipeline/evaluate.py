@@ -9,8 +9,9 @@ from omegaconf import DictConfig, open_dict
 
 from hdkd_lightning.config import ConfigError, check_trainer_config, hydra_choice
 
-log = logging.getLogger("hdkd_lightning")
 from hdkd_lightning.pipeline.build import build_datamodule, build_trainer, finish_wandb, output_dir
+
+log = logging.getLogger("hdkd_lightning")
 
 __all__ = ["run_eval"]
 
@@ -28,14 +29,47 @@ def _eval_data_overrides(cfg: DictConfig, meta: Dict[str, Any]) -> None:
             cfg.data.image_size = int(meta["image_size"])
 
 
+def _calibrate(cfg: DictConfig, module, dm) -> Dict[str, Any]:
+    """Fit a temperature on the validation split, store it in the checkpoint, use it from now on."""
+    import torch
+
+    from hdkd_lightning.checkpoints import update_meta
+    from hdkd_lightning.evaluation.statistics import apply_temperature, expected_calibration_error, fit_temperature
+
+    if not dm.split_records("val"):
+        raise ConfigError("calibrate=true needs a validation split, and this data has none")
+    bins = int((cfg.get("report") or {}).get("ece_bins", 15))
+    module.temperature = None
+    probs, labels = [], []
+    with torch.inference_mode():
+        for batch in dm.val_dataloader():
+            probs.append(module.predict_probs(batch["image"]))
+            labels.append(batch["label"])
+    probs_np, labels_np = torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    temperature = fit_temperature(probs_np, labels_np)
+    info = {"fitted_on": "val", "images": int(len(labels_np)), "temperature": temperature, "bins": bins,
+            "val_ece_before": expected_calibration_error(probs_np, labels_np, bins),
+            "val_ece_after": expected_calibration_error(apply_temperature(probs_np, temperature), labels_np, bins)}
+    update_meta(cfg.ckpt_path, temperature=temperature, calibration=info)
+    module.temperature = temperature
+    log.info("calibrate=true: temperature %.4f fitted on %d validation images (val ECE %.4f -> %.4f), stored in %s",
+             temperature, info["images"], info["val_ece_before"], info["val_ece_after"], cfg.ckpt_path)
+    return info
+
+
 def run_eval(cfg: DictConfig) -> Dict[str, Any]:
-    """Test artefacts (metrics.json, per_class.csv, predictions.csv, confusion_matrix.png) for a checkpoint."""
+    """Every evaluation artefact (see hdkd_lightning.evaluation.artefacts) of a checkpoint on a split."""
     import lightning.pytorch as pl
 
     from hdkd_lightning.checkpoints import network_from_checkpoint
     from hdkd_lightning.lit.evaluate import EvalModule
 
     check_trainer_config(cfg.trainer)
+    split = cfg.get("split", "test")
+    if split not in ("test", "val"):
+        raise ConfigError(f"split={split}: choose test or val")
+    if cfg.get("calibrate") and split == "val":
+        raise ConfigError("calibrate=true fits the temperature on the validation split: evaluate split=test")
     net, meta = network_from_checkpoint(cfg.ckpt_path)
     _eval_data_overrides(cfg, meta)
     out = output_dir(cfg)
@@ -50,20 +84,21 @@ def run_eval(cfg: DictConfig) -> Dict[str, Any]:
         raise ConfigError(f"checkpoint {cfg.ckpt_path} expects image size {meta['image_size']} but "
                           f"data.image_size={dm.image_size}; drop the data.image_size override")
     module = EvalModule(net, meta)
+    calibration = _calibrate(cfg, module, dm) if cfg.get("calibrate") else meta.get("calibration")
     with open_dict(cfg):
         cfg.callbacks = None
-    trainer, artefacts = build_trainer(cfg, out)
+    info = {"checkpoint": str(cfg.ckpt_path), "split": split, "data": data_name}
+    if calibration:
+        info["temperature_fit"] = calibration
+    trainer, artefacts = build_trainer(cfg, out, run_info=info)
     if trainer.is_global_zero:
         dm.write_splits(out)
-    split = cfg.get("split", "test")
-    if split not in ("test", "val"):
-        raise ConfigError(f"split={split}: choose test or val")
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     try:
         trainer.test(module, dataloaders=loader)
     finally:
         finish_wandb()
-    results = dict(artefacts.results, checkpoint=str(cfg.ckpt_path), split=split, output_dir=str(out))
+    results = dict(artefacts.results, output_dir=str(out))
     if trainer.is_global_zero:
         import rich
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 

@@ -99,6 +99,21 @@ def run_train(cfg: DictConfig, extra_callbacks=()) -> Dict[str, Any]:
     return results
 
 
+def _training_curves(trainer, out: Path, title: str) -> None:
+    """``training_curves.png`` from the run's own CSV log (the whole history, resumes included)."""
+    from hdkd_lightning.evaluation.figures import read_epoch_metrics, render_training_curves, save_png
+
+    for logger in trainer.loggers:
+        logger.save()
+    logs = sorted(out.glob("csv/**/metrics.csv"))
+    if not logs:
+        log.info("no CSV log in %s (logger without csv): no training_curves.png", out)
+        return
+    fig = render_training_curves(read_epoch_metrics(logs[0]), title=str(title))
+    if fig is not None:
+        save_png(fig, out / "training_curves.png")
+
+
 def _fit_and_test(cfg: DictConfig, out: Path, resume: Optional[Path], extra_callbacks) -> Dict[str, Any]:
     import lightning.pytorch as pl
 
@@ -107,7 +122,7 @@ def _fit_and_test(cfg: DictConfig, out: Path, resume: Optional[Path], extra_call
     data_name = hydra_choice("data", "data")
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm, data_name)
-    trainer, artefacts = build_trainer(cfg, out, extra_callbacks)
+    trainer, artefacts = build_trainer(cfg, out, extra_callbacks, run_info={"data": data_name, "split": "test"})
     if trainer.is_global_zero:
         print_config_tree(cfg, save_to=out / "config_tree.txt")
         OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
@@ -124,6 +139,8 @@ def _fit_and_test(cfg: DictConfig, out: Path, resume: Optional[Path], extra_call
         if cfg.get("train", True):
             trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
             results["train"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            if trainer.is_global_zero:
+                _training_curves(trainer, out, cfg.task_name)
         if cfg.get("test", True):
             best = next((cb.best_model_path for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), "")
             if not best and (out / "checkpoints" / "best.ckpt").is_file():

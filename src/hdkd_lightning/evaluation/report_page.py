@@ -1,0 +1,129 @@
+"""``report.html``: one self-contained page (every image embedded) that summarises an evaluation.
+
+Sections: headline metrics with 95% confidence intervals; the per-class table (sensitivity,
+specificity, PPV, NPV, F1, AUROC, support); the confusion matrix; ROC and precision-recall curves;
+calibration (ECE, temperature, the reliability diagram); Grad-CAM examples per class, correct and
+wrong; the definitions. Rendered with Jinja2 (autoescaped); no external file, script or font.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Mapping, Sequence
+
+__all__ = ["render_report"]
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{{ title }}</title>
+<style>
+ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 1150px;
+        color: #222; line-height: 1.4; padding: 0 1rem; }
+ h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2rem; }
+ table { border-collapse: collapse; margin: .5rem 0; font-size: .9rem; }
+ th, td { border: 1px solid #ccc; padding: .25rem .6rem; text-align: right; }
+ th:first-child, td:first-child { text-align: left; }
+ th { background: #f3f3f3; }
+ .muted { color: #666; font-size: .85rem; }
+ .figures img { max-width: 100%; border: 1px solid #eee; margin: .3rem 0; }
+ .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: .8rem; }
+ .ex { border: 1px solid #ddd; padding: .3rem; } .ex img { width: 100%; }
+ .ok { color: #1a7f37; } .bad { color: #b42318; }
+</style></head>
+<body>
+<h1>{{ title }}</h1>
+<p class="muted">{{ subtitle }}</p>
+
+<h2>Summary</h2>
+<table id="summary">
+<tr><th>metric</th><th>value</th><th>95% confidence interval</th></tr>
+{% for row in summary %}<tr><td>{{ row.name }}</td><td>{{ row.value }}</td><td>{{ row.ci }}</td></tr>
+{% endfor %}</table>
+<p class="muted">{{ ci_note }}</p>
+
+<h2>Per class (one class vs the rest)</h2>
+<table id="per-class">
+<tr><th>class</th>{% for c in per_class_columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in per_class %}<tr><td>{{ row.name }}</td>{% for v in row.cells %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>
+
+<h2>Confusion matrix</h2>
+<div class="figures"><img id="confusion" alt="confusion matrix" src="{{ images['confusion_matrix.png'] }}"></div>
+
+<h2>ROC and precision-recall curves</h2>
+<div class="figures">
+<img id="roc" alt="ROC curves" src="{{ images['roc_curves.png'] }}">
+<img id="pr" alt="precision-recall curves" src="{{ images['pr_curves.png'] }}">
+</div>
+
+<h2>Calibration</h2>
+<p>{{ calibration_text }}</p>
+<div class="figures"><img id="reliability" alt="reliability diagram" src="{{ images['reliability.png'] }}"></div>
+
+<h2>Where the model looks (Grad-CAM)</h2>
+{% if examples %}
+<p class="muted">Grad-CAM of the predicted class on the last block of the third convolutional stage;
+for each true class, the first correctly and wrongly classified test images.</p>
+<div class="grid" id="gradcam">
+{% for ex in examples %}<div class="ex"><div class="{{ 'ok' if ex.correct else 'bad' }}">{{ 'correct' if ex.correct else 'wrong' }}:
+ true {{ ex.label }}, predicted {{ ex.predicted }} ({{ '%.2f'|format(ex.probability) }})</div>
+<img alt="Grad-CAM of {{ ex.path }}" src="{{ ex.src }}"><div class="muted">{{ ex.path }}</div></div>
+{% endfor %}</div>
+{% else %}<p class="muted">No Grad-CAM examples (report.gradcam_per_class=0, or no labelled image).</p>{% endif %}
+
+<h2>Definitions</h2>
+<ul class="muted">
+<li>Balanced accuracy: mean per-class sensitivity over the classes present in the targets (ISIC's ranking metric).</li>
+<li>Sensitivity = recall = TP / (TP + FN); specificity = TN / (TN + FP); PPV = precision = TP / (TP + FP); NPV = TN / (TN + FN), each class against the rest.</li>
+<li>Macro F1 and macro AUROC: unweighted means over classes; AUROC is one-vs-rest.</li>
+<li>ECE: image-weighted mean of |accuracy - confidence| over {{ bins }} equal-width bins of the top-class probability.</li>
+</ul>
+</body></html>
+"""
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    return f"{float(v):.4f}"
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def render_report(metrics: Mapping[str, Any], pngs: Mapping[str, bytes], examples: Sequence[Mapping[str, Any]]) -> str:
+    """The HTML text of report.html for ``metrics`` (the content of metrics.json)."""
+    from jinja2 import Environment
+
+    from hdkd_lightning.lit.metrics import PER_CLASS_KEYS
+
+    ci = metrics.get("confidence_intervals") or {}
+    names = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1_macro": "macro F1",
+             "auroc_macro": "macro AUROC"}
+    summary = [{"name": label, "value": _fmt(metrics.get(key)),
+                "ci": "n/a" if not ci.get(key) else f"{ci[key][0]:.4f} - {ci[key][1]:.4f}"} for key, label in names.items()]
+    summary.append({"name": "images", "value": _fmt(metrics.get("num_samples")), "ci": ""})
+    ci_note = (f"Intervals: {ci.get('method', 'none')}, {ci.get('resamples', 0)} resamples, seed {ci.get('seed', '-')}."
+               if ci.get("resamples") else "No confidence intervals (report.bootstrap=0).")
+    per_class = [{"name": name, "cells": [_fmt(row.get(k)) for k in PER_CLASS_KEYS]}
+                 for name, row in (metrics.get("per_class") or {}).items()]
+    cal = metrics.get("calibration") or {}
+    text = f"Expected calibration error (ECE): {_fmt(cal.get('ece'))}"
+    if cal.get("temperature") not in (None, 1.0):
+        text += (f" with temperature scaling (T = {cal['temperature']:.3f}, fitted on the validation split); "
+                 f"without it {_fmt(cal.get('ece_uncalibrated'))}")
+    text += "."
+    model = metrics.get("model") or metrics.get("arch") or "model"
+    where = ", ".join(str(metrics[k]) for k in ("data", "split") if metrics.get(k))
+    subtitle = f"checkpoint {metrics.get('checkpoint', '')} | {metrics.get('num_samples')} images" + \
+        (f" | {where}" if where else "")
+    env = Environment(autoescape=True)
+    return env.from_string(_TEMPLATE).render(
+        title=f"Evaluation report: {model}", subtitle=subtitle, summary=summary, ci_note=ci_note,
+        per_class_columns=[k.upper() if k in ("ppv", "npv") else k for k in PER_CLASS_KEYS], per_class=per_class,
+        images={name: _data_uri(data) for name, data in pngs.items()}, calibration_text=text,
+        bins=cal.get("bins", 15), examples=[dict(ex, src=_data_uri(ex["png"])) for ex in examples])
+

@@ -1,0 +1,84 @@
+"""``hdkd-explain``: Grad-CAM maps of a checkpoint's network for image files (see
+:mod:`hdkd_lightning.evaluation.explain` for the target layer and why)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, List
+
+from omegaconf import DictConfig
+
+from hdkd_lightning.config import ConfigError
+
+log = logging.getLogger("hdkd_lightning")
+
+__all__ = ["run_explain"]
+
+
+def _index_html(rows: List[Dict[str, Any]], title: str) -> str:
+    cells = "\n".join(
+        f'<figure><img src="{html.escape(r["png"])}" alt="{html.escape(r["image"])}" loading="lazy">'
+        f'<figcaption>{html.escape(Path(r["image"]).name)}: predicted {html.escape(r["predicted"])} '
+        f'({float(r["probability"]):.2f}); map of {html.escape(r["target"])}</figcaption></figure>' for r in rows)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+            "body{font-family:sans-serif;margin:1rem} figure{display:inline-block;width:560px;margin:.4rem}"
+            "img{width:100%}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1>\n{cells}\n</body></html>\n")
+
+
+def run_explain(cfg: DictConfig) -> Path:
+    import torch
+
+    from hdkd_lightning.checkpoints import network_from_checkpoint
+    from hdkd_lightning.data.datamodule import HdkdDataModule
+    from hdkd_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from hdkd_lightning.evaluation.explain import denormalize, explanation_figure, gradcam_maps
+    from hdkd_lightning.evaluation.figures import save_png
+    from hdkd_lightning.files import atomic_write
+
+    net, meta = network_from_checkpoint(cfg.ckpt_path)
+    names = list(meta["class_names"])
+    target = str(cfg.get("target", "pred"))
+    if target != "pred" and target not in names:
+        raise ConfigError(f"target={target}: choose pred or one of the model's classes {names}")
+    source = Path(str(cfg.input)).expanduser()
+    if not source.exists():
+        raise ConfigError(f"input={cfg.input}: no such file or folder")
+    out = Path(str(cfg.output_dir)).expanduser()
+    out = out if out.is_absolute() else Path(os.getcwd()) / out
+    out.mkdir(parents=True, exist_ok=True)
+    dm = HdkdDataModule.from_paths(source, image_size=int(meta["image_size"]), batch_size=int(cfg.batch_size),
+                                   class_names=names, max_image_pixels=cfg.get("max_image_pixels"),
+                                   on_bad_image=cfg.get("on_bad_image", "error"))
+    temperature = float(meta.get("temperature") or 1.0)
+    rows: List[Dict[str, Any]] = []
+    for batch in dm.predict_dataloader():
+        images = batch["image"]
+        with torch.inference_mode():
+            probs = torch.softmax(net(images).float() / temperature, dim=1)
+        predicted = probs.argmax(dim=1).tolist()
+        targets = predicted if target == "pred" else [names.index(target)] * len(predicted)
+        maps = gradcam_maps(net, images, targets)
+        for img, cam, path, pred, tgt, p in zip(images, maps, batch["path"], predicted, targets, probs):
+            n = len(rows)
+            png = f"{n:04d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(path).stem)}.png"
+            title = f"predicted {names[pred]} ({float(p[pred]):.2f}); Grad-CAM of {names[tgt]}"
+            save_png(explanation_figure(denormalize(img, IMAGENET_MEAN, IMAGENET_STD), cam, title), out / png)
+            rows.append({"image": str(path), "png": png, "predicted": names[pred], "probability": float(p[pred]),
+                         "target": names[tgt], "target_probability": float(p[tgt])})
+    if not rows:
+        raise ConfigError(f"input={cfg.input}: no readable images found")
+
+    def write_csv(fh) -> None:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    atomic_write(out / "index.csv", write_csv)
+    atomic_write(out / "index.html", lambda fh: fh.write(_index_html(rows, f"Grad-CAM: {meta['arch']}")))
+    log.info("Grad-CAM of %d image(s) written to %s (index.csv, index.html)", len(rows), out)
+    return out

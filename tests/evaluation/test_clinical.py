@@ -1,0 +1,159 @@
+"""Clinical reporting: every new number against an independent computation, the figures, the report page,
+calibration and Grad-CAM sanity checks."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import multilabel_confusion_matrix, roc_auc_score
+
+from hdkd_lightning.evaluation.artefacts import EvaluationOptions, write_evaluation_artefacts
+from hdkd_lightning.evaluation.statistics import (apply_temperature, bootstrap_intervals, expected_calibration_error,
+                                                  fit_temperature, reliability_bins)
+from hdkd_lightning.lit.metrics import compute_metrics
+
+NAMES = ["akiec", "bcc", "mel", "nv"]
+
+
+def _scored(n=200, c=4, seed=0):
+    g = np.random.default_rng(seed)
+    labels = g.integers(0, c, n)
+    logits = g.normal(size=(n, c))
+    logits[np.arange(n), labels] += 1.5
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return labels, probs
+
+
+def test_per_class_sensitivity_specificity_ppv_npv_match_the_confusion_matrix():
+    labels, probs = _scored()
+    m = compute_metrics(NAMES, labels, probs)
+    mcm = multilabel_confusion_matrix(labels, probs.argmax(1), labels=range(4))  # [[tn, fp], [fn, tp]] per class
+    for c, name in enumerate(NAMES):
+        (tn, fp), (fn, tp) = mcm[c]
+        row = m["per_class"][name]
+        assert row["sensitivity"] == pytest.approx(tp / (tp + fn))
+        assert row["specificity"] == pytest.approx(tn / (tn + fp))
+        assert row["ppv"] == pytest.approx(tp / (tp + fp))
+        assert row["npv"] == pytest.approx(tn / (tn + fn))
+        assert row["auroc"] == pytest.approx(roc_auc_score(labels == c, probs[:, c]), abs=1e-6)
+
+
+def test_ece_against_a_direct_computation_on_a_fixed_example():
+    probs = np.array([[0.93, 0.07], [0.82, 0.18], [0.62, 0.38], [0.27, 0.73], [0.44, 0.56]])
+    labels = np.array([0, 1, 0, 1, 0])
+    # top-class confidences 0.93, 0.82, 0.62, 0.73, 0.56 fall in 5 different bins of width 0.1;
+    # right / wrong: 1, 0, 1, 1, 0; ECE = mean over images of |correct - confidence| (one image per bin)
+    direct = (abs(1 - 0.93) + abs(0 - 0.82) + abs(1 - 0.62) + abs(1 - 0.73) + abs(0 - 0.56)) / 5
+    assert expected_calibration_error(probs, labels, bins=10) == pytest.approx(direct, abs=1e-6)
+    rel = reliability_bins(probs, labels, bins=10)
+    assert rel["count"] == [1, 1, 1, 1, 1]
+    assert rel["confidence"] == pytest.approx([0.56, 0.62, 0.73, 0.82, 0.93])
+    assert rel["accuracy"] == pytest.approx([0, 1, 1, 0, 1])
+
+
+def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
+    labels, probs = _scored(n=300)
+    a = bootstrap_intervals(labels, probs, 4, resamples=300, seed=3)
+    b = bootstrap_intervals(labels, probs, 4, resamples=300, seed=3)
+    assert a == b and a["resamples"] == 300 and a["level"] == 0.95
+    point = compute_metrics(NAMES, labels, probs)
+    for key in ("accuracy", "balanced_accuracy", "f1_macro", "auroc_macro"):
+        low, high = a[key]
+        assert low < point[key] < high and high - low < 0.25
+    assert bootstrap_intervals(labels, probs, 4, resamples=0)["resamples"] == 0
+
+
+def test_temperature_fit_minimises_the_nll_found_by_a_grid_search():
+    labels, probs = _scored(n=400)
+    overconfident = apply_temperature(probs, 0.4)  # sharper than the data warrant
+    t = fit_temperature(overconfident, labels)
+    grid = np.linspace(0.5, 6.0, 1101)
+    nll = [-np.log(apply_temperature(overconfident, g)[np.arange(len(labels)), labels]).mean() for g in grid]
+    assert t == pytest.approx(grid[int(np.argmin(nll))], abs=0.02)
+    assert expected_calibration_error(apply_temperature(overconfident, t), labels) < \
+        expected_calibration_error(overconfident, labels)
+
+
+def test_artefacts_curves_and_report_page(tmp_path):
+    labels, probs = _scored()
+    paths = [f"img_{i}.png" for i in range(len(labels))]
+    examples = [{"path": "img_0.png", "label": "akiec", "predicted": "bcc", "probability": 0.6, "correct": False,
+                 "png": b"\x89PNG fake"}]
+    result = write_evaluation_artefacts(tmp_path, NAMES, paths, labels, probs, {"model": "hdkd"},
+                                        EvaluationOptions(bootstrap=200), examples)
+    for name in ("metrics.json", "per_class.csv", "predictions.csv", "confusion_matrix.png", "roc_curves.png",
+                 "pr_curves.png", "reliability.png", "report.html"):
+        assert (tmp_path / name).is_file(), name
+    assert set(result["confidence_intervals"]) >= {"accuracy", "balanced_accuracy", "f1_macro", "auroc_macro"}
+    assert result["calibration"]["ece"] == pytest.approx(expected_calibration_error(probs, labels, 15))
+    header = (tmp_path / "per_class.csv").read_text().splitlines()[0]
+    assert header == "class,sensitivity,specificity,ppv,npv,f1,auroc,support"
+    page = (tmp_path / "report.html").read_text()
+    for element in ("summary", "per-class", "confusion", "roc", "pr", "reliability", "gradcam"):
+        assert f'id="{element}"' in page
+    assert page.count("data:image/png;base64,") == 5  # four figures and the example, all embedded
+    assert not re.search(r'src="(?!data:)', page) and "<script" not in page  # self-contained, no code
+    assert f"{result['confidence_intervals']['accuracy'][0]:.4f}" in page
+
+
+def test_roc_legend_shows_the_auc_of_each_class():
+    from hdkd_lightning.evaluation.figures import render_roc_curves
+
+    labels, probs = _scored()
+    fig = render_roc_curves(labels, probs, NAMES)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    for c, name in enumerate(NAMES):
+        auc = roc_auc_score(labels == c, probs[:, c])
+        assert any(t.startswith(name) and f"{auc:.2f}" in t for t in texts), (name, texts)
+
+
+# -- Grad-CAM sanity checks -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_teacher():
+    """A teacher trained for a few steps to tell two coloured classes apart (weights that mean something)."""
+    import timm
+
+    import hdkd_lightning  # noqa: F401
+
+    torch.manual_seed(0)
+    net = timm.create_model("hdkd_teacher", num_classes=2, img_size=32)
+    x = torch.randn(16, 3, 32, 32)
+    y = torch.tensor([0, 1] * 8)
+    x[y == 1, 0, 8:24, 8:24] += 3.0  # class 1: a bright square in the red channel
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(15):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval(), x[:4]
+
+
+@pytest.mark.parametrize("arch", ["hdkd_teacher", "hdkd_student", "hdkd_student_distilled"])
+def test_gradcam_maps_have_the_image_size_and_finite_values(arch):
+    import timm
+
+    from hdkd_lightning.evaluation.explain import gradcam_maps, target_layer
+
+    net = timm.create_model(arch, num_classes=3, img_size=32).eval()
+    assert target_layer(net) is net.stages[2][-1]
+    maps = gradcam_maps(net, torch.randn(2, 3, 32, 32), [0, 2])
+    assert maps.shape == (2, 32, 32) and np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+
+
+def test_gradcam_maps_differ_between_classes_and_from_randomised_weights(trained_teacher):
+    import timm
+
+    from hdkd_lightning.evaluation.explain import gradcam_maps
+
+    net, x = trained_teacher
+    class0 = gradcam_maps(net, x, [0] * len(x))
+    class1 = gradcam_maps(net, x, [1] * len(x))
+    assert np.abs(class0 - class1).mean() > 0.05
+    torch.manual_seed(123)
+    random = timm.create_model("hdkd_teacher", num_classes=2, img_size=32).eval()  # model-randomisation check
+    randomised = gradcam_maps(random, x, [1] * len(x))
+    assert np.abs(class1 - randomised).mean() > 0.05
