@@ -6,14 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hdkd-installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo venv clean-venv
+.PHONY: test demo lint venv clean-venv
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	@touch $(STAMP)
 
 test: $(STAMP)
@@ -21,6 +21,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/hdkd-demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

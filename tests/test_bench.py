@@ -15,7 +15,6 @@ from hdkd_lightning.cli import bench
 from hdkd_lightning.distillation import distill_forward
 from hdkd_lightning.losses import HdkdLoss
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -109,10 +109,24 @@ def check_trainer_config(trainer: DictConfig) -> None:
             raise ConfigError(f"trainer.precision={precision} needs a GPU; on CPU use trainer.precision=bf16-mixed "
                               f"or 32-true")
     multi = (n_dev is not None and n_dev > 1) or devices == -1 or "ddp" in strategy or trainer.get("num_nodes", 1) > 1
-    if multi and is_multirun() and "spawn" not in strategy:
+    if multi and is_multirun() and "spawn" not in strategy and not _slurm_task_per_device(n_dev, trainer):
         raise ConfigError(
-            "a multirun sweep (-m) cannot use DDP with several processes: Lightning starts each extra process by "
-            "re-running the command line, which would restart the whole sweep. Sweep with trainer.devices=1, or "
-            "run one hdkd-train per setting (e.g. with torchrun / a job array) without -m"
+            "a multirun sweep (-m) cannot use DDP with several processes here: Lightning starts each extra process by "
+            "re-running the command line, which would restart the whole sweep. Sweep with trainer.devices=1, submit "
+            "the sweep to SLURM with one task per device (hydra/launcher=slurm_gpu), or run one hdkd-train per "
+            "setting (e.g. with torchrun / a job array) without -m"
         )
 
+
+def _slurm_task_per_device(n_dev, trainer: DictConfig) -> bool:
+    """Whether this sweep job was submitted to SLURM with one task per device on each node: then SLURM
+    starts every DDP process (Lightning's SLURM environment) and nothing re-runs the command line."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        launcher = HydraConfig.get().launcher
+    except Exception:
+        return False
+    return ("SlurmLauncher" in str(launcher.get("_target_", "")) and n_dev is not None
+            and int(launcher.get("tasks_per_node", 1)) == n_dev
+            and int(launcher.get("nodes", 1)) == int(trainer.get("num_nodes", 1)))

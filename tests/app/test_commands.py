@@ -4,9 +4,9 @@ import csv
 
 import pytest
 import torch
+from tests.app.conftest import FOLDER, TINY
 
 from hdkd_lightning.checkpoints import read_checkpoint
-from tests.app.conftest import FOLDER, TINY
 
 
 def _read_predictions(path):

@@ -67,8 +67,8 @@ def _tiny_datamodule(tmp_path):
 
 @pytest.mark.parametrize("model", ["teacher", "student"])
 def test_teacher_module_fast_dev_run(tmp_path, model):
-    from hdkd_lightning.pipeline.build import net_spec as _net_spec
     from hdkd_lightning.lit.teacher import TeacherModule
+    from hdkd_lightning.pipeline.build import net_spec as _net_spec
 
     cfg, dm = _tiny_datamodule(tmp_path)
     mcfg = _compose("train", [f"model={model}", "trainer.max_epochs=3"]).model

@@ -1,5 +1,6 @@
 """Kills at any moment leave a usable last.ckpt; a resumed deterministic run equals an uninterrupted one."""
 
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -8,10 +9,10 @@ import sys
 import time
 
 import torch
+from tests.app.conftest import TINY
 
 from hdkd_lightning.checkpoints import read_checkpoint
 from hdkd_lightning.checkpoints.io import AtomicCheckpointIO
-from tests.app.conftest import TINY
 
 DETERMINISTIC = TINY + ["model=student", "trainer.deterministic=true", "test=false", "trainer.max_epochs=4",
                         "model.optimizer.lr=1e-3"]
@@ -83,3 +84,19 @@ def test_sigkill_mid_epoch_and_mid_write_then_resume_equals_uninterrupted(runner
     assert resumed.keys() == reference.keys()
     worst = max((resumed[k].float() - reference[k].float()).abs().max().item() for k in reference)
     assert worst == 0.0, f"resumed weights differ from the uninterrupted run by {worst}"
+
+
+def test_sigkill_then_resume_in_the_given_run_dir(runner, tmp_path):
+    """hydra.run.dir=<dir> ... then the same command with ckpt_path=last continues <dir>, not the task's latest."""
+    run = tmp_path / "my_run"
+    args = DETERMINISTIC + ["task_name=crash_dir", f"hydra.run.dir={run}"]
+    proc = _popen(runner, args)
+    _wait_for(lambda: (run / "checkpoints" / "last.ckpt").is_file(), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((run / "run.json").read_text())["status"] == "running"  # unfinished
+    runner.run("train", DETERMINISTIC + ["task_name=crash_dir"])  # a newer, complete run of the same task
+    runner.run("train", args + ["ckpt_path=last"])
+    state = json.loads((run / "run.json").read_text())
+    assert state["status"] == "completed" and state["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 3

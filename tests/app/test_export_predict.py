@@ -11,7 +11,6 @@ import pytest
 import torch
 
 
-
 def _export(runner, ckpt, fmt, out, *extra, check=True):
     return runner.run("export", [f"ckpt_path={ckpt}", f"format={fmt}", f"output={out}", *extra], check=check)
 

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from tests.app.conftest import FOLDER, make_image_folder
 
 

@@ -8,9 +8,9 @@ import json
 import shutil
 
 import pytest
+from tests.app.conftest import TINY
 
 from hdkd_lightning.checkpoints import read_checkpoint
-from tests.app.conftest import TINY
 
 
 def _probs(path):

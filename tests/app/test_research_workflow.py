@@ -9,7 +9,6 @@ import statistics
 
 import pytest
 import yaml
-
 from tests.app.conftest import TINY
 
 

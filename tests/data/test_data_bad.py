@@ -6,11 +6,10 @@ import csv
 import warnings
 
 import pytest
+from hdkd_data_fixtures import dm_kwargs, make_image_folder, make_isic, write_image
 
 from hdkd_lightning.data.base import SPLITS, DataError
 from hdkd_lightning.data.datamodule import HdkdDataModule
-
-from hdkd_data_fixtures import dm_kwargs, make_image_folder, make_isic, write_image
 
 
 def _dm(source, root, tmp_path, **kw):
@@ -115,8 +114,8 @@ def test_empty_class_missing_root_wrong_layout(tmp_path, ham_root):
 
 def test_odd_but_valid_files_are_fine(tmp_path):
     root = make_image_folder(tmp_path / "if", train=3, test=1)
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     write_image(root / "train" / "benign" / "gray scan é.png", mode="L")
     write_image(root / "train" / "benign" / "rgba.png", mode="RGBA")

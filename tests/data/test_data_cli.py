@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hdkd_lightning.cli.data import main
-
 from hdkd_data_fixtures import make_brain, make_isic, write_image
+
+from hdkd_lightning.cli.data import main
 
 
 def test_inspect_json_matches_disk_with_broken_files(tmp_path, cache_env):

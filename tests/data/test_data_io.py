@@ -6,12 +6,10 @@ import os
 
 import numpy as np
 import pytest
+from hdkd_data_fixtures import write_image
 from PIL import Image
 
-from hdkd_lightning.data.io import (ImageReadError, check_image, iter_files, load_rgb,
-                                    scan_images)
-
-from hdkd_data_fixtures import write_image
+from hdkd_lightning.data.io import ImageReadError, check_image, iter_files, load_rgb, scan_images
 
 
 def test_grayscale_rgba_palette_16bit_become_rgb(tmp_path):

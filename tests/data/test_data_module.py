@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hdkd_data_fixtures import dm_kwargs, make_image_folder, write_image
 
 from hdkd_lightning.data.base import SPLITS, DataError
 from hdkd_lightning.data.datamodule import HdkdDataModule
-
-from hdkd_data_fixtures import dm_kwargs, make_image_folder, write_image
 
 
 def _synthetic(tmp_path, **kw):

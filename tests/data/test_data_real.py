@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 
 import pytest
+from hdkd_data_fixtures import DATASETS
 
 from hdkd_lightning.data.base import SPLITS
 from hdkd_lightning.data.datamodule import HdkdDataModule
 from hdkd_lightning.data.inspect import build_report
-
-from hdkd_data_fixtures import DATASETS
 
 pytestmark = [
     pytest.mark.shared,

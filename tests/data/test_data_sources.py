@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hdkd_data_fixtures import HAM_CLASSES, dm_kwargs, make_image_folder, make_isic, write_image
 
 from hdkd_lightning.data.base import SPLITS
 from hdkd_lightning.data.datamodule import HdkdDataModule
-
-from hdkd_data_fixtures import HAM_CLASSES, dm_kwargs, make_image_folder, make_isic, write_image
 
 
 def _by_split(dm):

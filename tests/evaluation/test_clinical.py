@@ -11,8 +11,13 @@ import torch
 from sklearn.metrics import multilabel_confusion_matrix, roc_auc_score
 
 from hdkd_lightning.evaluation.artefacts import EvaluationOptions, write_evaluation_artefacts
-from hdkd_lightning.evaluation.statistics import (apply_temperature, bootstrap_intervals, expected_calibration_error,
-                                                  fit_temperature, reliability_bins)
+from hdkd_lightning.evaluation.statistics import (
+    apply_temperature,
+    bootstrap_intervals,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
 from hdkd_lightning.lit.metrics import compute_metrics
 
 NAMES = ["akiec", "bcc", "mel", "nv"]

@@ -13,11 +13,10 @@ one. :func:`count_flops` replaces that formula: input and weight gradients each 
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Callable
-
-import math
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry

@@ -21,8 +21,16 @@ import torch
 from torch import nn
 
 from hdkd_lightning.bench.flops import count_flops, matmul_case, matmul_flops_per_s
-from hdkd_lightning.bench.step import (NUM_CLASSES, DistillStep, LossMismatchError, build_models, check_losses,
-                                       make_batch, native_bf16, sync)
+from hdkd_lightning.bench.step import (
+    NUM_CLASSES,
+    DistillStep,
+    LossMismatchError,
+    build_models,
+    check_losses,
+    make_batch,
+    native_bf16,
+    sync,
+)
 from hdkd_lightning.bench.timing import interleave, summarize
 from hdkd_lightning.deploy import deploy_student
 from hdkd_lightning.distillation import auto_channels_last

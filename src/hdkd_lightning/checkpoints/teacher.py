@@ -8,10 +8,14 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from hdkd_lightning.checkpoints import (checkpoint_val_score, is_project_checkpoint, network_from_checkpoint,
-                                       read_checkpoint)
-from hdkd_lightning.config import ConfigError
+from hdkd_lightning.checkpoints import (
+    checkpoint_val_score,
+    is_project_checkpoint,
+    network_from_checkpoint,
+    read_checkpoint,
+)
 from hdkd_lightning.checkpoints.runs import find_latest_completed_run, iter_run_dirs
+from hdkd_lightning.config import ConfigError
 
 __all__ = ["TeacherSpec", "resolve_teacher_path", "load_teacher"]
 

@@ -1,62 +1,305 @@
-"""What every command does before its job: allocator tuning, resolvers, clean errors."""
+"""What every Hydra command does around its job: start-up, a pre-check of the command line, help,
+and one clear error line (exit status 2) for every user mistake.
+
+Before Hydra runs the job, :func:`precheck` composes the config with the given overrides (for a
+sweep, with the first value of each swept key) and turns every composition problem into one line:
+an unknown group option lists the valid ones; an unknown key names the closest valid key; a
+missing mandatory value says what to pass; ``--flag value`` (argparse / timm habit) is refused
+with the ``key=value`` to write instead. Errors raised inside the job (bad data, bad values,
+refused checkpoints) are unwrapped from Hydra's instantiation errors and printed the same way;
+their explanation may continue on the following lines (e.g. a dataset's expected layout).
+
+A start that fails before training leaves no run folder behind: the folder Hydra made for the
+failed job is removed when it holds nothing but Hydra's own files (``.hydra/``, the log,
+``run.json``); a folder that holds anything else (checkpoints of a run being resumed) is kept.
+"""
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
+import shutil
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
 
 log = logging.getLogger("hdkd_lightning")
+
+#: flags Hydra itself understands (everything else that starts with '-' is a mistake)
+HYDRA_FLAGS = {"-m", "--multirun", "-h", "--help", "--hydra-help", "-c", "--cfg", "-p", "--package", "-cd",
+               "--config-dir", "-cn", "--config-name", "-cp", "--config-path", "--info", "-i", "--run", "-r",
+               "--resolve", "--shell-completion", "-sc", "--version", "--experimental-rerun"}
+_FLAGS_WITH_VALUE = {"-c", "--cfg", "-p", "--package", "-cd", "--config-dir", "-cn", "--config-name", "-cp",
+                     "--config-path", "--info", "-i", "-sc", "--shell-completion", "--experimental-rerun"}
+_MISSING_HINTS = {"ckpt_path": "pass ckpt_path=<checkpoint file>", "input": "pass input=<image file or folder>",
+                  "output": "pass output=<file>", "output_dir": "pass output_dir=<folder>",
+                  "data.root": "pass data.root=<dataset folder>"}
+
+
+class UserError(Exception):
+    """A mistake of the command line, reported as one line (and exit status 2) by :func:`fail`."""
 
 
 def prepare_process() -> None:
     """Allocator tuning (see hdkd_lightning._runtime) and the config resolvers, once per process."""
-    try:
-        from hdkd_lightning._runtime import configure_allocator
-    except ImportError:  # pragma: no cover - older checkouts without the runtime module
-        configure_allocator = None
-    if configure_allocator is not None:
-        configure_allocator()
+    from hdkd_lightning._runtime import configure_allocator
     from hdkd_lightning.config import register_resolvers
 
+    configure_allocator()
     register_resolvers()
 
 
-def hydra_command(config_name: str) -> Callable:
+def report_error(prog: str, message: str) -> int:
+    """Print ``<prog>: error: <first line>`` (and any further lines of ``message``) to stderr; returns 2."""
+    first, _, rest = str(message).strip().partition("\n")
+    print(f"{prog}: error: {first}", file=sys.stderr)
+    if rest:
+        print(rest, file=sys.stderr)
+    return 2
+
+
+def fail(prog: str, message: str) -> None:
+    """:func:`report_error`, then exit with status 2."""
+    sys.exit(report_error(prog, message))
+
+
+def user_error_types() -> tuple:
+    from hdkd_lightning.checkpoints import CheckpointError  # original-code weights' errors included
+    from hdkd_lightning.config import ConfigError
+    from hdkd_lightning.data.base import DataError
+
+    return ConfigError, CheckpointError, DataError, UserError, FileNotFoundError
+
+
+def find_user_error(exc: BaseException) -> Optional[BaseException]:
+    """The project's own error inside ``exc`` (Hydra wraps errors raised while instantiating)."""
+    types = user_error_types()
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, types):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+# -- the command line, before Hydra ------------------------------------------------------------
+
+def check_flags(argv: Sequence[str]) -> None:
+    """Refuse ``--name value`` flags Hydra does not know, suggesting ``name=value``."""
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if not arg.startswith("-"):
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag in HYDRA_FLAGS:
+            skip = flag in _FLAGS_WITH_VALUE and "=" not in arg
+            continue
+        key = flag.lstrip("-").replace("-", "_")
+        value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "<value>")
+        raise UserError(f"unknown option {flag}: this command takes Hydra overrides key=value, e.g. {key}={value} "
+                        f"(see --help)")
+
+
+def _single_job_overrides(overrides: Sequence[str]) -> List[str]:
+    """A sweep's overrides with one value per swept key (its first), to check that the config composes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+
+    out = []
+    for text, parsed in zip(overrides, OverridesParser.create().parse_overrides(list(overrides))):
+        if not parsed.is_sweep_override():
+            out.append(text)
+            continue
+        sweep = parsed.value()
+        if isinstance(sweep, ChoiceSweep) and sweep.list:
+            first = sweep.list[0]
+        elif isinstance(sweep, RangeSweep):
+            first = sweep.start
+        else:  # interval(...) etc. of an optimiser's search space: checked by the sweeper
+            continue
+        prefix = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~"}.get(parsed.type.name, "")
+        out.append(f"{prefix}{parsed.get_key_element()}={first}")
+    return out
+
+
+def _composition_message(exc: BaseException, config_name: str, overrides: Sequence[str]) -> str:
+    from hydra.errors import MissingConfigException
+
+    text = str(exc).strip()
+    if isinstance(exc, MissingConfigException) and getattr(exc, "options", None) is not None:
+        group = (exc.missing_cfg_file or "").rpartition("/")[0] or "?"
+        wanted = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == group), "")
+        return (f"{group}={wanted} is not an option of {group}; choose one of: {', '.join(sorted(exc.options))}")
+    if "Could not override '" in text or "Could not append to config" in text or "Key '" in text:
+        key = text.split("'")[1] if "'" in text else ""
+        if "Could not override" in text and key:
+            return _unknown_key_message(config_name, overrides, key)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _unknown_key_message(config_name: str, overrides: Sequence[str], key: str) -> str:
+    parent, _, leaf = key.rpartition(".")
+    rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+    try:
+        cfg = _compose(config_name, rest)
+        from omegaconf import OmegaConf
+
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        names = [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+    except Exception:  # noqa: BLE001 - the suggestion is best effort
+        names = []
+    close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.6)
+    where = f"{parent}" if parent else "the config"
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else \
+        f"its keys are: {', '.join(sorted(names))}" if names else ""
+    return (f"{key} is not a key of {where}; {hint} (to add a new key on purpose write +{key}=...)").replace("; (", " (")
+
+
+def _compose(config_name: str, overrides: Sequence[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hdkd_lightning._paths import config_dir
+
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides), return_hydra_config=True)
+
+
+def _extra_config_dirs(argv: Sequence[str]) -> bool:
+    return any(a.split("=", 1)[0] in ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name")
+               for a in argv)
+
+
+def _missing_keys(node, prefix: str = "") -> List[str]:
+    """Dotted keys whose value is the mandatory marker ``???`` (Hydra's own keys excluded)."""
+    out: List[str] = []
+    for key, value in (node.items() if isinstance(node, dict) else []):
+        path = f"{prefix}{key}"
+        if path == "hydra":
+            continue
+        if value == "???":
+            out.append(path)
+        elif isinstance(value, dict):
+            out += _missing_keys(value, path + ".")
+    return out
+
+
+def precheck(config_name: str, argv: Sequence[str]) -> None:
+    """Compose the config of this command line; any mistake becomes a :class:`UserError` (module docstring)."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    check_flags(argv)
+    if _extra_config_dirs(argv):
+        return  # the user's own config folders: Hydra reports on them itself
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        single = _single_job_overrides(overrides)
+        cfg = _compose(config_name, single)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise UserError(_composition_message(exc, config_name, overrides)) from None
+    missing = sorted(_missing_keys(OmegaConf.to_container(cfg, resolve=False)))
+    if missing:
+        hints = "; ".join(f"{k} is required: {_MISSING_HINTS.get(k, f'pass {k}=<value>')}" for k in missing)
+        raise UserError(hints)
+
+
+# -- help ---------------------------------------------------------------------------------------
+
+def print_help(prog: str, config_name: str, description: str, examples: Sequence[str],
+               groups: Sequence[str] = ()) -> None:
+    from omegaconf import OmegaConf
+
+    from hdkd_lightning._paths import config_dir
+
+    cfg = _compose(config_name, [])
+    lines = [f"usage: {prog} [key=value ...] [group=option ...] [-m]", "", description.strip(), ""]
+    if groups:
+        lines.append("Config groups (group=option):")
+        for group in groups:
+            options = sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+            current = (cfg.hydra.runtime.choices or {}).get(group)
+            lines.append(f"  {group:<15} {', '.join(options)}" + (f"   (default: {current})" if current else ""))
+        lines.append("")
+    keys = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"
+            and (k not in groups)}
+    lines.append("Options (key=value; nested keys with dots, e.g. data.batch_size=32):")
+    lines += ["  " + line for line in OmegaConf.to_yaml(OmegaConf.create(keys)).rstrip().splitlines()]
+    lines += ["", "Examples:"] + [f"  {e}" for e in examples]
+    lines += ["", f"Hydra's own flags: {prog} --hydra-help. Exit status 2 = a mistake in the command line or the data."]
+    print("\n".join(lines))
+
+
+# -- the decorator ---------------------------------------------------------------------------------
+
+def _remove_failed_run_dir() -> None:
+    """Remove this job's run folder if it holds only Hydra's files (see the module docstring)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        out = Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # noqa: BLE001
+        return
+    if not out.is_dir():
+        return
+    extra = [p for p in out.iterdir() if p.name != ".hydra" and p.suffix != ".log" and p.name != "run.json"]
+    if not extra:
+        shutil.rmtree(out, ignore_errors=True)
+        if out.parent.name in ("runs", "multiruns"):  # this project's layout: <log_dir>/<task>/runs/<time>
+            for parent in (out.parent, out.parent.parent):  # runs/ and the task folder, when now empty
+                if any(parent.iterdir()):
+                    break
+                parent.rmdir()
+
+
+def hydra_command(config_name: str, description: str = "", examples: Sequence[str] = (),
+                  groups: Sequence[str] = ()) -> Callable:
     """Decorate a job ``fn(cfg)`` as a Hydra command reading this package's configs.
 
-    Users add their own configs with ``--config-dir``. Known user errors (bad config values,
-    bad data, refused checkpoints) end the process with one clear line and exit status 2.
+    Users add their own configs with ``--config-dir``. See the module docstring for the checks,
+    help and errors around the job.
     """
     import hydra
 
     from hdkd_lightning._paths import config_dir
 
     def wrap(fn: Callable) -> Callable:
+        prog = f"hdkd-{config_name}"
+
         @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
         @functools.wraps(fn)
         def job(cfg):
-            from hdkd_lightning.checkpoints import CheckpointError  # original-code weights' errors included
-            from hdkd_lightning.config import ConfigError
-
-            user_errors = (ConfigError, CheckpointError, FileNotFoundError)
-            try:
-                from hdkd_lightning.data.base import DataError  # the data layer's own error type
-
-                user_errors += (DataError,)
-            except ImportError:
-                pass
             try:
                 return fn(cfg)
-            except user_errors as exc:
-                log.error("%s: %s", type(exc).__name__, exc)
-                sys.exit(2)
+            except Exception as exc:  # noqa: BLE001 - user errors become one line, the rest propagates
+                user = find_user_error(exc)
+                if user is None:
+                    raise
+                log.error("%s: %s", type(user).__name__, str(user).splitlines()[0] if str(user) else "")
+                _remove_failed_run_dir()
+                fail(prog, str(user))
 
         def main() -> None:
+            argv = sys.argv[1:]
+            if any(a in ("-h", "--help") for a in argv):
+                print_help(prog, config_name, description or (fn.__doc__ or ""), examples, groups)
+                return
             prepare_process()
+            try:
+                precheck(config_name, argv)
+            except UserError as exc:
+                fail(prog, str(exc))
             job()
 
         return main
 
     return wrap
+

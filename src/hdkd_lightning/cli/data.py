@@ -1,5 +1,6 @@
-"""``hdkd-data``: inspect a dataset or build its image cache before training.
+"""``hdkd-data``: get a dataset, inspect it, or build its image cache before training.
 
+    hdkd-data download <isic2018|ham10000|brain_tumor> root=<dir> [url_base=<mirror>] [--dry-run]
     hdkd-data inspect data=<name> data.root=<dir> [data.*=...] [--json report.json] [--splits splits.csv]
     hdkd-data cache   data=<name> data.root=<dir> [data.image_size=...]
 
@@ -21,7 +22,6 @@ from pathlib import Path
 def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-
     from hydra.core.global_hydra import GlobalHydra
 
     from hdkd_lightning import _paths
@@ -39,32 +39,88 @@ def build_datamodule(overrides: list[str]):
     return hydra.utils.instantiate(cfg.data)
 
 
+def _download(args, overrides: list[str], console) -> int:
+    """``hdkd-data download``: fetch, verify, unpack (see hdkd_lightning.data.download), then inspect."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    from hdkd_lightning.data.download import DATASETS, download_dataset
+
+    if args.dataset not in DATASETS:
+        raise ValueError(f"download {args.dataset or '<dataset>'}: choose one of {', '.join(DATASETS)}")
+    values = dict(o.split("=", 1) for o in overrides if "=" in o)
+    unknown = sorted(set(values) - {"root", "url_base"}) + [o for o in overrides if "=" not in o]
+    if unknown:
+        raise ValueError(f"download takes root=<dir> and url_base=<url>; not {', '.join(unknown)}")
+    if "root" not in values:
+        raise ValueError(f"download {args.dataset}: pass root=<folder to put the dataset in>")
+    root = Path(values["root"]).expanduser().resolve()
+    info = DATASETS[args.dataset]
+    console.print(f"{args.dataset}: {info['source']}; licence {info['licence']}; {info['size']}")
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=console, transient=True, disable=args.quiet) as bar:
+        tasks: dict = {}
+
+        def progress(name, done, total):
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
+        rows = download_dataset(args.dataset, root, url_base=values.get("url_base"), timeout=args.timeout,
+                                dry_run=args.dry_run, log=console.print, progress=progress)
+    console.print(f"{'would fetch' if args.dry_run else 'fetched'} into {root}:", highlight=False)
+    for r in rows:  # plain lines: full URLs, readable in a log
+        size = "size unknown" if r["size"] is None else f"{int(r['size']) / 2**20:,.1f} MiB"
+        console.print(f"  {r['file']}  {size}  [{r['state']}]  checksum: {r['checksum']}\n    {r['url']}",
+                      highlight=False, soft_wrap=True, markup=False)
+    if args.dry_run:
+        return 0
+    from hdkd_lightning.data.inspect import build_report, print_report
+
+    dm = build_datamodule([f"data={args.dataset}", f"data.root={root}"])
+    print_report(build_report(dm, dm.prepare(strict=False, full_check=False)), console)
+    console.print(f"ready: hdkd-train experiment=<...> data={args.dataset} data.root={root}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="hdkd-data", description="Inspect a dataset or pre-build its image cache.",
-        epilog="Overrides are Hydra overrides of the data config, e.g. data=ham10000 "
-               "data.root=/data/ham10000 data.dedup=true data.image_size=224.")
-    parser.add_argument("command", choices=["inspect", "cache"])
+        prog="hdkd-data", description="Download a public dataset, inspect a dataset, or pre-build its image cache.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  hdkd-data download ham10000 root=/data/ham10000\n"
+               "  hdkd-data download isic2018 root=/data/isic2018 --dry-run\n"
+               "  hdkd-data download brain_tumor root=/data/brain_tumor_mri      # Kaggle credentials needed\n"
+               "  hdkd-data download isic2018 root=/data/isic2018 url_base=https://mirror.lab/isic/\n"
+               "  hdkd-data inspect data=ham10000 data.root=/data/ham10000 data.train_per_class=100\n"
+               "  hdkd-data cache data=brain_tumor data.root=/data/brain_tumor_mri data.image_size=64\n"
+               "inspect / cache take Hydra overrides of the data config (data=<name> data.<key>=<value>).")
+    parser.add_argument("command", choices=["download", "inspect", "cache"])
+    parser.add_argument("dataset", nargs="?", default=None, help="download: isic2018, ham10000 or brain_tumor")
     parser.add_argument("--json", type=Path, default=None, help="write the inspect report here")
     parser.add_argument("--splits", type=Path, default=None,
                         help="inspect: also write the split as CSV (reusable with data.split_file)")
     parser.add_argument("--quick", action="store_true",
                         help="inspect: header checks only, no full decode of every image")
+    parser.add_argument("--dry-run", action="store_true", help="download: list what would be fetched, fetch nothing")
+    parser.add_argument("--timeout", type=float, default=60.0, help="download: seconds without data before giving up")
     parser.add_argument("-q", "--quiet", action="store_true", help="no table, only errors")
     args, overrides = parser.parse_known_args(argv)
     unknown = [o for o in overrides if o.startswith("-")]
     if unknown:
         parser.error(f"unknown option(s) {unknown}")
+    if args.dataset is not None and args.command != "download":
+        overrides.insert(0, args.dataset)  # inspect / cache: it was an override
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
 
     from rich.console import Console
 
+    from hdkd_lightning.cli._common import report_error
     from hdkd_lightning.data.base import DataError
+    from hdkd_lightning.data.download import DownloadError
 
     console = Console(stderr=False, soft_wrap=True)
-    err = Console(stderr=True, soft_wrap=True)
     try:
+        if args.command == "download":
+            return _download(args, overrides, console)
         dm = build_datamodule(overrides)
         if args.command == "inspect":
             from hdkd_lightning.data.inspect import build_report, print_report
@@ -85,19 +141,16 @@ def main(argv: list[str] | None = None) -> int:
             dm.prepare_data()
             where = getattr(dm.prepared.reader, "array_file", None)
             n = len(dm.prepared.records())
-            console.print(f"image cache ready ({n} images at {dm.image_size}px) in "
-                          f"{time.perf_counter() - t0:.1f}s" + (f": {where}" if where else
-                                                                " (not on disk: data.cache.images=false or generated data)"))
-    except DataError as e:
-        err.print(f"[red]data error:[/red] {e}", markup=True, highlight=False)
-        return 2
+            console.print(f"image cache ready ({n} images at {dm.image_size}px) in {time.perf_counter() - t0:.1f}s"
+                          + (f": {where}" if where else " (not on disk: data.cache.images=false or generated data)"))
+    except (DataError, DownloadError, ValueError) as e:
+        return report_error("hdkd-data", str(e))
     except Exception as e:  # config composition errors from Hydra
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
         if isinstance(e, (HydraException, OmegaConfBaseException)):
-            err.print(f"[red]config error:[/red] {e}", highlight=False)
-            return 2
+            return report_error("hdkd-data", str(e).strip().splitlines()[0])
         raise
     return 0
 

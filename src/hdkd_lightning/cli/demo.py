@@ -48,8 +48,12 @@ def _inference_speed(ckpt: Path, batch: int = 32, repeats: int = 5) -> float:
 def main(argv: List[str] = None) -> None:
     from hdkd_lightning.cli._common import prepare_process
 
-    prepare_process()
     extra = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in extra):
+        print("usage: hdkd-demo [key=value ...]\n\n" + (__doc__ or "").strip() + "\n\nexample: hdkd-demo "
+              "trainer.max_epochs=2   # every key=value goes to the three hdkd-train jobs")
+        return
+    prepare_process()
     root = Path(os.environ.get("HDKD_LOG_DIR", "logs")).resolve() / "demo" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     train = [sys.executable, "-m", "hdkd_lightning.cli.train"]
     rows: Dict[str, Dict] = {}

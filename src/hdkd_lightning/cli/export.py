@@ -2,8 +2,17 @@
 
 from hdkd_lightning.cli._common import hydra_command
 
+DESCRIPTION = """Export a checkpoint's deployable network (BatchNorm folded) as ONNX, a torch.export program
+(pt2) or timm weights, each with a model card; optionally an ONNX Runtime int8 model."""
+EXAMPLES = [
+    'hdkd-export ckpt_path=best.ckpt format=onnx output=student.onnx data=brain_tumor data.root=/data/brain_tumor_mri',
+    'hdkd-export ckpt_path=best.ckpt format=onnx output=student.onnx data=brain_tumor data.root=... int8=true',
+    'hdkd-export ckpt_path=best.ckpt format=pt2 output=student.pt2',
+    'hdkd-export ckpt_path=best.ckpt format=timm output=student.pth',
+]
 
-@hydra_command("export")
+
+@hydra_command("export", description=DESCRIPTION, examples=EXAMPLES, groups=['data'])
 def main(cfg):
     from hdkd_lightning.pipeline import run_export
 

@@ -273,8 +273,7 @@ class HdkdDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _transform(self, train: bool):
-        from hdkd_lightning.data.transforms import (build_pipeline, default_eval_entries,
-                                                    default_train_entries)
+        from hdkd_lightning.data.transforms import build_pipeline, default_eval_entries, default_train_entries
 
         if train:
             entries = self.train_entries if self.train_entries is not None else default_train_entries()
@@ -325,8 +324,7 @@ class HdkdDataModule(L.LightningDataModule):
         ds = self.dataset("train")
         sampler = None
         if self.sampler == "weighted":
-            from hdkd_lightning.data.samplers import (DistributedWeightedSampler,
-                                                      inverse_frequency_weights)
+            from hdkd_lightning.data.samplers import DistributedWeightedSampler, inverse_frequency_weights
 
             weights = inverse_frequency_weights([r.label for r in ds.records], self.num_classes)
             sampler = DistributedWeightedSampler(weights, seed=self.seed)

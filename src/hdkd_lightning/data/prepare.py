@@ -35,8 +35,18 @@ from typing import Any
 
 import numpy as np
 
-from hdkd_lightning.data.base import (SPLITS, UNUSED, DataError, FileSource, Index, Problem, Record, class_counts,
-                                      describe_paths, problems_message)
+from hdkd_lightning.data.base import (
+    SPLITS,
+    UNUSED,
+    DataError,
+    FileSource,
+    Index,
+    Problem,
+    Record,
+    class_counts,
+    describe_paths,
+    problems_message,
+)
 from hdkd_lightning.data.subset import SubsetSpec
 
 log = logging.getLogger(__name__)

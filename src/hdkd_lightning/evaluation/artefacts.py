@@ -27,8 +27,7 @@ import numpy as np
 from torch import Tensor
 
 from hdkd_lightning.files import atomic_write
-from hdkd_lightning.lit.metrics import (PER_CLASS_KEYS, SCALAR_KEYS, check_labels, check_probs, compute_metrics,
-                                        to_numpy)
+from hdkd_lightning.lit.metrics import PER_CLASS_KEYS, SCALAR_KEYS, check_labels, check_probs, compute_metrics, to_numpy
 
 __all__ = ["RESULT_KEYS", "METRICS_JSON", "PER_CLASS_CSV", "PREDICTIONS_CSV", "CONFUSION_PNG", "ROC_PNG", "PR_PNG",
            "RELIABILITY_PNG", "REPORT_HTML", "EvaluationOptions", "write_evaluation_artefacts",

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from hdkd_lightning.files import atomic_write
 from hdkd_lightning.checkpoints.runs import read_run_state
+from hdkd_lightning.files import atomic_write
 
 __all__ = ["RunResult", "find_runs", "load_run", "build_comparison", "write_comparison", "METRICS", "IGNORED"]
 

@@ -8,9 +8,9 @@ import timm
 import torch
 
 import hdkd_lightning.models  # noqa: F401  (registers the architectures)
+from hdkd_lightning.checkpoints.format import build_meta
 from hdkd_lightning.deploy import prepare_teacher
 from hdkd_lightning.distillation import distill_forward
-from hdkd_lightning.checkpoints.format import build_meta
 from hdkd_lightning.files import to_plain
 from hdkd_lightning.lit.base import ClassifierModuleBase
 from hdkd_lightning.losses import FeatureDistillationLoss, HdkdLoss, LogitDistillationLoss

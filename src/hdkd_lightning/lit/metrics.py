@@ -55,7 +55,6 @@ from torchmetrics.classification import (
     MulticlassSpecificity,
 )
 
-
 __all__ = ["SCALAR_KEYS", "PER_CLASS_KEYS", "ClassificationMetrics", "compute_metrics", "to_numpy", "check_probs",
            "check_labels"]
 

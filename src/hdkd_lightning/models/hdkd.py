@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
+from torch import nn
 
 from hdkd_lightning.models.blocks import MbBlock, StemConv
 from hdkd_lightning.models.dflt import Dflt

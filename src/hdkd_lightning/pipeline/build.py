@@ -121,6 +121,16 @@ def finish_wandb() -> None:
             wandb.finish()
 
 
+def _check_optional_loggers(loggers_cfg: Optional[DictConfig]) -> None:
+    """TensorBoard is an optional extra: say how to install it instead of failing inside Lightning."""
+    import importlib.util
+
+    targets = [str(node.get("_target_", "")) for node in (loggers_cfg or {}).values() if isinstance(node, DictConfig)]
+    if any(t.endswith("TensorBoardLogger") for t in targets) and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("logger=tensorboard needs the tensorboard package: pip install 'hdkd-lightning[tensorboard]' "
+                          "(or use logger=csv / logger=wandb)")
+
+
 def build_trainer(cfg: DictConfig, out: Path, extra_callbacks=(), run_info: Optional[Dict[str, Any]] = None):
     """The configured Trainer, plus the callback that writes the test artefacts into ``out`` with the
     ``report.*`` options (returned with it: its ``results`` are the test metrics; ``run_info`` goes
@@ -135,6 +145,7 @@ def build_trainer(cfg: DictConfig, out: Path, extra_callbacks=(), run_info: Opti
         options = EvaluationOptions.from_config(cfg.get("report"))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"report: {exc}") from None
+    _check_optional_loggers(cfg.get("logger"))
     _wandb_resume(cfg.get("logger"), out)
     artefacts = TestArtefacts(out, options, run_info)
     callbacks = _instantiate_dict(cfg.get("callbacks")) + list(extra_callbacks) + [artefacts]

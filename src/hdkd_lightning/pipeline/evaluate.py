@@ -8,7 +8,6 @@ from typing import Any, Dict
 from omegaconf import DictConfig, open_dict
 
 from hdkd_lightning.config import ConfigError, check_trainer_config, hydra_choice
-
 from hdkd_lightning.pipeline.build import build_datamodule, build_trainer, finish_wandb, output_dir
 
 log = logging.getLogger("hdkd_lightning")

@@ -13,8 +13,14 @@ from hdkd_lightning.config import ConfigError, check_trainer_config, hydra_choic
 from hdkd_lightning.files import to_plain
 
 log = logging.getLogger("hdkd_lightning")
-from hdkd_lightning.pipeline.build import (build_datamodule, build_module, build_trainer, finish_wandb, output_dir,
-                                           set_output_dir)
+from hdkd_lightning.pipeline.build import (
+    build_datamodule,
+    build_module,
+    build_trainer,
+    finish_wandb,
+    output_dir,
+    set_output_dir,
+)
 
 __all__ = ["run_train"]
 
@@ -23,11 +29,15 @@ def _resume_checkpoint(cfg: DictConfig) -> Optional[Path]:
     if not cfg.get("ckpt_path"):
         return None
     if str(cfg.ckpt_path) == "last":
+        # the run in this run's own folder (hydra.run.dir=<dir> given), else the latest run of the task
+        own = output_dir(cfg) / "checkpoints" / "last.ckpt"
+        if own.is_file():
+            return own
         from hdkd_lightning.checkpoints.runs import find_latest_checkpoint
 
         found = find_latest_checkpoint(Path(cfg.paths.log_dir), cfg.task_name, "last.ckpt")
         if found is None:
-            raise ConfigError(f"ckpt_path=last: no last.ckpt of task '{cfg.task_name}' under "
+            raise ConfigError(f"ckpt_path=last: no last.ckpt in {own.parent} nor of task '{cfg.task_name}' under "
                               f"{Path(cfg.paths.log_dir) / cfg.task_name}; start without ckpt_path, or give a path")
         return found
     path = Path(cfg.ckpt_path).expanduser()
