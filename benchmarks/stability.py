@@ -70,7 +70,8 @@ def summarise(rows: list) -> dict:
     first, second = warm[:half], warm[half:]
     mean = lambda xs: sum(xs) / max(len(xs), 1)
     return {"rss_first_mib": rows[0]["rss_mib"], "rss_after_warmup_mib": warm[0]["rss_mib"],
-            "rss_last_mib": rows[-1]["rss_mib"], "rss_growth_after_warmup_mib": round(warm[-1]["rss_mib"] - warm[0]["rss_mib"], 1),
+            "rss_last_mib": rows[-1]["rss_mib"],
+            "rss_growth_after_warmup_mib": round(warm[-1]["rss_mib"] - warm[0]["rss_mib"], 1),
             "epoch_seconds_first_half": round(mean([r["seconds"] for r in first]), 2),
             "epoch_seconds_second_half": round(mean([r["seconds"] for r in second]), 2)}
 

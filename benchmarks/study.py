@@ -144,7 +144,8 @@ def run_job(job: Job, args, lock: threading.Lock) -> str:
 
 
 def save_state(args, jobs: List[Job], started: float) -> None:
-    data = {"command": " ".join(sys.argv), "machine": machine(), "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+    data = {"command": " ".join(sys.argv), "machine": machine(),
+            "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
             "wall_seconds_this_invocation": round(time.time() - started, 1),
             "jobs": {j.name: {"status": j.status, "seconds_this_invocation": j.seconds} for j in jobs}}
     path = args.out / "study.json"
@@ -204,7 +205,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     # the image caches first, one dataset at a time (parallel runs would build the same cache twice)
     for ds in args.datasets:
         data_overrides = [o.format(root=args.root) for o in DATASETS[ds][1]]
-        subprocess.run([sys.executable, "-m", "hdkd_lightning.cli.data", "cache", f"data={'brain_tumor' if ds == 'brain' else ds}",
+        data_config = "brain_tumor" if ds == "brain" else ds
+        subprocess.run([sys.executable, "-m", "hdkd_lightning.cli.data", "cache", f"data={data_config}",
                         *data_overrides, "data.image_size=64", "-q"], check=True)
     lock = threading.Lock()
     pending = [j for j in jobs if j.status != "completed"]

@@ -69,4 +69,4 @@ def test_tuning_removes_page_fault_churn_without_memory_growth():
     # default: every 32-64 MiB buffer is a fresh mmap, faulted in page by page (~10k faults each)
     assert default["minflt"] > 100_000
     assert tuned["minflt"] < default["minflt"] / 10
-    assert tuned["rss_growth_mb"] < 64  # less than one buffer: no growth with the iterations  # freed blocks are reused: no growth across iterations
+    assert tuned["rss_growth_mb"] < 64  # less than one buffer: freed blocks are reused across iterations

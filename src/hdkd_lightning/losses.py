@@ -52,7 +52,8 @@ class LogitDistillationLoss(nn.Module):
             raise ValueError(f"model.loss.tau must be positive, got {tau}")
         self.kind, self.alpha, self.tau, self.normalization = kind, alpha, tau, normalization
         self.label_smoothing = label_smoothing
-        self.register_buffer("class_weights", None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32))
+        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weights)
 
     def distillation(self, distill_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         teacher_logits = teacher_logits.detach().float()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tests.app.conftest import TINY
 
 MISSING = "/nonexistent/best.ckpt"
@@ -22,8 +21,8 @@ MISTAKES = [
     ("train", ["data=isic2018"], "data.root is not set for data=isic2018; pass data.root=<dataset folder>.", True),
     ("train", TINY + ["trainer=cpu", "trainer.devices=64"], "trainer.devices=64 CPU processes but this machine has",
      False),
-    ("eval", [], "ckpt_path is required: pass ckpt_path=<checkpoint file>", False),
-    ("eval", [f"ckpt_path={MISSING}", "split=train"], "split=train: choose test or val", False),
+    ("evaluate", [], "ckpt_path is required: pass ckpt_path=<checkpoint file>", False),
+    ("evaluate", [f"ckpt_path={MISSING}", "split=train"], "split=train: choose test or val", False),
     ("predict", [f"ckpt_path={MISSING}"], "input is required: pass input=<image file or folder>", False),
     ("predict", [f"ckpt_path={MISSING}", "input=/nonexistent/images"], "input=/nonexistent/images: no such file",
      False),
@@ -43,7 +42,8 @@ def test_mistake_is_one_clear_line_and_exit_2(runner, command, args, message, mu
     proc = runner.run(command, args, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
-    first = next(ln for ln in lines if ln.startswith(f"hdkd-{command}: error: "))
+    prog = {"evaluate": "eval"}.get(command, command)
+    first = next(ln for ln in lines if ln.startswith(f"hdkd-{prog}: error: "))
     assert message in first, first
     assert "\\n" not in proc.stderr and "Traceback" not in proc.stderr
     if multiline:  # e.g. the dataset's expected layout, on lines of its own

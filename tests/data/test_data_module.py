@@ -212,7 +212,7 @@ def test_configs_instantiate(name, tmp_path):
         assert dm.num_classes == 7
     else:
         with pytest.raises(DataError, match="layout"):
-            dm.class_names
+            _ = dm.class_names
 
 
 def test_bad_config_keys_are_named(tmp_path):

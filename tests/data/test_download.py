@@ -12,10 +12,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hdkd_data_fixtures import HAM_CLASSES, write_image
 
 from hdkd_lightning.data.download import DownloadError, RemoteFile, download_dataset, extract, fetch
-
-from hdkd_data_fixtures import HAM_CLASSES, write_image
 
 
 class _Server:
@@ -91,7 +90,7 @@ def _ham_archives(tmp_path: Path) -> dict:
     images = tmp_path / "src"
     rows, n = [], 24306
     for c in HAM_CLASSES:
-        for j in range(3):
+        for _ in range(3):
             rows.append((f"HAM_{n:07d}", f"ISIC_{n:07d}", c))
             write_image(images / f"ISIC_{n:07d}.jpg")
             n += 1

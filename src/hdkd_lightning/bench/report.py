@@ -178,6 +178,6 @@ def targets(res: dict) -> List[dict]:
                     "goal": ">= 1.0", "met": v >= 1.0})
     pipe = res.get("pipeline") or {}
     if "cache_train_vs_step" in pipe:
-        out.append({"target": f"cache img/s per worker / step img/s ({pipe.get('image_size')} px)", "value": pipe["cache_train_vs_step"],
-                    "goal": ">= 3", "met": pipe["cache_train_vs_step"] >= 3})
+        out.append({"target": f"cache img/s per worker / step img/s ({pipe.get('image_size')} px)",
+                    "value": pipe["cache_train_vs_step"], "goal": ">= 3", "met": pipe["cache_train_vs_step"] >= 3})
     return out

@@ -189,8 +189,8 @@ def _bf16_loss_only(student, teacher, image_size: int, device: str, seed: int) -
     fp32 = DistillStep(student, teacher, images, labels, "ours", device=device).loss_value()
     bf16 = DistillStep(student, teacher, images, labels, "ours", amp=torch.bfloat16, teacher_dtype=torch.bfloat16,
                        device=device).loss_value()
-    return {"loss_check_batch": 2, "loss_check_image_size": image_size, "loss_fp32_small_batch": fp32, "loss_bf16_small_batch": bf16,
-            "loss_rel_diff": abs(bf16 - fp32) / abs(fp32)}
+    return {"loss_check_batch": 2, "loss_check_image_size": image_size, "loss_fp32_small_batch": fp32,
+            "loss_bf16_small_batch": bf16, "loss_rel_diff": abs(bf16 - fp32) / abs(fp32)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,9 +291,9 @@ def run_inference(cfg: BenchConfig) -> List[dict]:
             with torch.inference_mode():
                 model(x)
         return run
-    for name, (built, run_model) in models.items():
+    for name, (built, _) in models.items():
         with torch.no_grad():
-            gflops = count_flops(lambda: built(x1)) / 1e9
+            gflops = count_flops(lambda built=built: built(x1)) / 1e9
         rows[name] = {"model": name, "params_m": sum(p.numel() for p in built.parameters()) / 1e6,
                       "gmacs": gflops / 2}
     cfg.log(f"inference: batch-1 latency, {len(models)} models, {cfg.latency_repeats} interleaved repeats")

@@ -5,7 +5,8 @@ from hdkd_lightning.cli._common import hydra_command
 DESCRIPTION = """A weights file of the authors' original code -> a checkpoint of this project (usable by
 hdkd-eval, hdkd-predict, hdkd-export and as a teacher)."""
 EXAMPLES = [
-    'hdkd-convert input=official_teacher.pth arch=hdkd_teacher output=teacher.ckpt class_names=[glioma,meningioma,notumor,pituitary]',
+    ('hdkd-convert input=official_teacher.pth arch=hdkd_teacher output=teacher.ckpt '
+     'class_names=[glioma,meningioma,notumor,pituitary]'),
 ]
 
 

@@ -42,6 +42,7 @@ def build_datamodule(overrides: list[str]):
 def _download(args, overrides: list[str], console) -> int:
     """``hdkd-data download``: fetch, verify, unpack (see hdkd_lightning.data.download), then inspect."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
     from hdkd_lightning.data.download import DATASETS, download_dataset
 
     if args.dataset not in DATASETS:

@@ -5,7 +5,8 @@ from hdkd_lightning.cli._common import hydra_command
 DESCRIPTION = """Every evaluation artefact of a checkpoint on the test (or val) split of a dataset: metrics.json
 with 95% intervals and calibration, per_class.csv, predictions.csv, figures and report.html."""
 EXAMPLES = [
-    'hdkd-eval ckpt_path=logs/distill_brain/runs/<time>/checkpoints/best.ckpt data=brain_tumor data.root=/data/brain_tumor_mri data.dedup=true',
+    ('hdkd-eval ckpt_path=logs/distill_brain/runs/<time>/checkpoints/best.ckpt data=brain_tumor '
+     'data.root=/data/brain_tumor_mri data.dedup=true'),
     'hdkd-eval ckpt_path=<ckpt> data=ham10000 data.root=/data/ham10000 calibrate=true   # temperature scaling',
 ]
 

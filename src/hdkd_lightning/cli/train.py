@@ -14,7 +14,10 @@ EXAMPLES = [
 ]
 
 
-@hydra_command("train", description=DESCRIPTION, examples=EXAMPLES, groups=['experiment', 'data', 'model', 'recipe', 'trainer', 'logger', 'callbacks', 'hparams_search', 'debug', 'report'])
+GROUPS = ["experiment", "data", "model", "recipe", "trainer", "logger", "callbacks", "hparams_search", "debug", "report"]
+
+
+@hydra_command("train", description=DESCRIPTION, examples=EXAMPLES, groups=GROUPS)
 def main(cfg):
     from hdkd_lightning.pipeline import run_train
 

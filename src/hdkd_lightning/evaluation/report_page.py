@@ -65,7 +65,8 @@ _TEMPLATE = """<!DOCTYPE html>
 <p class="muted">Grad-CAM of the predicted class on the last block of the third convolutional stage;
 for each true class, the first correctly and wrongly classified test images.</p>
 <div class="grid" id="gradcam">
-{% for ex in examples %}<div class="ex"><div class="{{ 'ok' if ex.correct else 'bad' }}">{{ 'correct' if ex.correct else 'wrong' }}:
+{% for ex in examples %}<div class="ex">
+<div class="{{ 'ok' if ex.correct else 'bad' }}">{{ 'correct' if ex.correct else 'wrong' }}:
  true {{ ex.label }}, predicted {{ ex.predicted }} ({{ '%.2f'|format(ex.probability) }})</div>
 <img alt="Grad-CAM of {{ ex.path }}" src="{{ ex.src }}"><div class="muted">{{ ex.path }}</div></div>
 {% endfor %}</div>
@@ -74,7 +75,8 @@ for each true class, the first correctly and wrongly classified test images.</p>
 <h2>Definitions</h2>
 <ul class="muted">
 <li>Balanced accuracy: mean per-class sensitivity over the classes present in the targets (ISIC's ranking metric).</li>
-<li>Sensitivity = recall = TP / (TP + FN); specificity = TN / (TN + FP); PPV = precision = TP / (TP + FP); NPV = TN / (TN + FN), each class against the rest.</li>
+<li>Sensitivity = recall = TP / (TP + FN); specificity = TN / (TN + FP); PPV = precision = TP / (TP + FP);
+ NPV = TN / (TN + FN), each class against the rest.</li>
 <li>Macro F1 and macro AUROC: unweighted means over classes; AUROC is one-vs-rest.</li>
 <li>ECE: image-weighted mean of |accuracy - confidence| over {{ bins }} equal-width bins of the top-class probability.</li>
 </ul>

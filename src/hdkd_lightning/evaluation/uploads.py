@@ -94,5 +94,6 @@ def log_artefacts(logger: Any, metrics: Mapping[str, Any], output_dir: Union[str
             logger.experiment.add_image(f"{prefix}{sep}confusion_matrix", np.asarray(image),
                                         global_step=step or 0, dataformats="HWC")
     except Exception as err:  # noqa: BLE001 - media upload is best effort, the files are on disk
-        warnings.warn(f"could not log the confusion matrix to {type(logger).__name__}: {err!r}", UserWarning)
+        warnings.warn(f"could not log the confusion matrix to {type(logger).__name__}: {err!r}", UserWarning,
+                      stacklevel=2)
     logger.save()

@@ -8,9 +8,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from hdkd_lightning.config import ConfigError, hydra_choice
+from hdkd_lightning.pipeline.build import build_datamodule
 
 log = logging.getLogger("hdkd_lightning")
-from hdkd_lightning.pipeline.build import build_datamodule
 
 __all__ = ["run_convert"]
 

@@ -11,8 +11,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from hdkd_lightning.config import ConfigError, check_trainer_config, hydra_choice, print_config_tree
 from hdkd_lightning.files import to_plain
-
-log = logging.getLogger("hdkd_lightning")
 from hdkd_lightning.pipeline.build import (
     build_datamodule,
     build_module,
@@ -21,6 +19,8 @@ from hdkd_lightning.pipeline.build import (
     output_dir,
     set_output_dir,
 )
+
+log = logging.getLogger("hdkd_lightning")
 
 __all__ = ["run_train"]
 
