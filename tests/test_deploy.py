@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import hdkd_lightning  # noqa: F401
-from hdkd_lightning.deploy import count_batchnorms, deploy_student, fold_batchnorm, fold_bn_conv, prepare_teacher
+from hdkd_lightning.deploy import count_batchnorms, deploy_student, fold_batchnorm, prepare_teacher
+from hdkd_lightning.deploy.folding import fold_bn_conv
 
 FP32_TOL = 1e-4  # rtol = atol for logits and stage outputs (measured: ~1e-6)
 BF16_TOL = 0.05  # bf16 weights and activations: 3 significant digits, through 20+ layers
