@@ -49,14 +49,16 @@ def suggest_search_space(cfg: DictConfig, trial: Any) -> None:
     kind = model_kind(cfg)
     space = OmegaConf.to_container(OmegaConf.select(cfg, f"search_space.{kind}") or DictConfig({}), resolve=True)
     for name, spec in space.items():
-        if name not in trial.params:
-            _suggest(trial, str(name), dict(spec))
+        spec = dict(spec or {})
+        key = str(spec.pop("key", name))
+        if key not in trial.params:
+            _suggest(trial, key, spec)
     model = (OmegaConf.select(cfg, "hydra.runtime.choices") or {}).get("model", "?")
     missing = [k for k in trial.params if OmegaConf.select(cfg, str(k), default=_MISSING) is _MISSING]
     if missing:
         raise ConfigError(
             f"the sweep searches {', '.join(map(str, missing))}, which model={model} does not have; search keys "
-            f"of {model} (search_space.{kind}.<key>, or <key>=choice(...)/interval(...) on the command line)")
+            f"of {model} (search_space.{kind}.<name>.key, or <key>=choice(...)/interval(...) on the command line)")
     if not trial.params:
         raise ConfigError(f"nothing to search for model={model}: search_space.{kind} is empty and no "
                           f"sweep parameters were given")

@@ -150,8 +150,8 @@ def test_optuna_search_space_keys_exist_for_each_model_kind(experiment, kind):
     assert model_kind(cfg) == kind
     space = cfg.search_space[kind]
     assert len(space) >= 2
-    for key in space:
-        assert OmegaConf.select(cfg, key, default="MISSING") != "MISSING", f"searched key {key} does not exist"
+    for entry in space.values():
+        assert OmegaConf.select(cfg, entry.key, default="MISSING") != "MISSING", f"searched key {entry.key} missing"
 
 
 @pytest.mark.parametrize("mode", ["error", "skip"])
@@ -204,3 +204,25 @@ def test_deferred_nonfinite_check_stops_before_any_checkpoint(tmp_path, monkeypa
     # the epoch's second step ran (the NaN was not read within the step); the count was read at the epoch's end
     assert calls["n"] == len(dm.train_dataloader()) == 2
     assert not ckpt_dir.exists() or not any(ckpt_dir.iterdir())
+
+
+def test_search_space_entry_the_model_lacks_is_refused_before_a_trial():
+    import optuna
+
+    from hdkd_lightning.config import ConfigError
+    from hdkd_lightning.sweeps import suggest_search_space
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=teacher_brain", "hparams_search=optuna",
+                                          "+search_space.supervised.tau={key: model.loss.tau, type: float, low: 1, high: 2}"],
+                      return_hydra_config=True)
+    trial = optuna.create_study().ask()
+    with pytest.raises(ConfigError, match=r"the sweep searches model\.loss\.tau, which model=teacher does not have"):
+        suggest_search_space(cfg, trial)
+    ok = optuna.create_study().ask()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        good = compose("train", overrides=["experiment=teacher_brain", "hparams_search=optuna"], return_hydra_config=True)
+    suggest_search_space(good, ok)
+    assert set(ok.params) == {"model.optimizer.lr", "model.label_smoothing"}
+    assert 1e-4 <= ok.params["model.optimizer.lr"] <= 3e-3

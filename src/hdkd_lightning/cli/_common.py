@@ -132,9 +132,8 @@ def _composition_message(exc: BaseException, config_name: str, overrides: Sequen
 
     text = str(exc).strip()
     if isinstance(exc, MissingConfigException) and getattr(exc, "options", None) is not None:
-        group = (exc.missing_cfg_file or "").rpartition("/")[0] or "?"
-        wanted = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == group), "")
-        return (f"{group}={wanted} is not an option of {group}; choose one of: {', '.join(sorted(exc.options))}")
+        group, _, wanted = (exc.missing_cfg_file or "?/?").rpartition("/")
+        return f"{group}={wanted} is not an option of {group}; choose one of: {', '.join(sorted(exc.options))}"
     if "Could not override '" in text or "Could not append to config" in text or "Key '" in text:
         key = text.split("'")[1] if "'" in text else ""
         if "Could not override" in text and key:
@@ -153,11 +152,13 @@ def _unknown_key_message(config_name: str, overrides: Sequence[str], key: str) -
         names = [str(k) for k in node.keys()] if hasattr(node, "keys") else []
     except Exception:  # noqa: BLE001 - the suggestion is best effort
         names = []
+    if parent and not names:
+        return (f"{key} is not a key of this config: {parent} does not exist with these settings (another model, "
+                f"data or experiment has it)")
     close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.6)
-    where = f"{parent}" if parent else "the config"
-    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else \
-        f"its keys are: {', '.join(sorted(names))}" if names else ""
-    return (f"{key} is not a key of {where}; {hint} (to add a new key on purpose write +{key}=...)").replace("; (", " (")
+    where = parent or "the config"
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else f"its keys are: {', '.join(sorted(names))}"
+    return f"{key} is not a key of {where}; {hint} (to add a new key on purpose write +{key}=...)"
 
 
 def _compose(config_name: str, overrides: Sequence[str]):
