@@ -35,15 +35,49 @@ MISTAKES = [
 ]
 
 
-@pytest.mark.parametrize("command, args, message, multiline", MISTAKES,
-                         ids=[f"{c}:{' '.join(a[-2:])[:40]}" for c, a, _, _ in MISTAKES])
-def test_mistake_is_one_clear_line_and_exit_2(runner, command, args, message, multiline):
+def _first_error_line(stderr: str, command: str) -> str:
+    prog = {"evaluate": "eval"}.get(command, command)
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("[")]
+    return next(ln for ln in lines if ln.startswith(f"hdkd-{prog}: error: ")), lines
+
+
+def _in_process(command, args, monkeypatch, capsys):
+    """Run ``hdkd-<command> args`` in this process (command-line mistakes stop before Hydra runs)."""
+    import importlib
+
+    main = importlib.import_module(f"hdkd_lightning.cli.{command}").main
+    monkeypatch.setattr("sys.argv", [f"hdkd-{command}", *args])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    return stop.value.code, capsys.readouterr()
+
+
+# mistakes in the command line itself, caught before Hydra starts a job: checked in this process
+PRECHECKED = [m for m in MISTAKES if m[0] in ("train", "evaluate", "predict") and not any(
+    a.startswith(("data.batch_size=-1", "data=isic2018", "trainer.devices", "split=", "input=/nonexistent"))
+    for a in m[1])]
+# mistakes found inside the job (data, values, files): run as a user runs them, in a subprocess
+IN_JOB = [m for m in MISTAKES if m not in PRECHECKED]
+
+
+@pytest.mark.parametrize("command, args, message, multiline", PRECHECKED,
+                         ids=[f"{c}:{' '.join(a[-2:])[:40]}" for c, a, _, _ in PRECHECKED])
+def test_command_line_mistake_is_one_clear_line_and_exit_2(command, args, message, multiline, monkeypatch, capsys):
+    code, out = _in_process(command, args, monkeypatch, capsys)
+    assert code == 2, out.err[-2000:]
+    first, _ = _first_error_line(out.err, command)
+    assert message in first, first
+    assert "Traceback" not in out.err
+
+
+@pytest.mark.parametrize("command, args, message, multiline", IN_JOB,
+                         ids=[f"{c}:{' '.join(a[-2:])[:40]}" for c, a, _, _ in IN_JOB])
+def test_mistake_found_in_the_job_is_one_clear_line_exit_2_and_leaves_nothing(runner, command, args, message,
+                                                                               multiline):
     before = set(runner.log_dir.rglob("*")) if runner.log_dir.exists() else set()
     proc = runner.run(command, args, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
-    prog = {"evaluate": "eval"}.get(command, command)
-    first = next(ln for ln in lines if ln.startswith(f"hdkd-{prog}: error: "))
+    first, lines = _first_error_line(proc.stderr, command)
     assert message in first, first
     assert "\\n" not in proc.stderr and "Traceback" not in proc.stderr
     if multiline:  # e.g. the dataset's expected layout, on lines of its own
@@ -52,22 +86,32 @@ def test_mistake_is_one_clear_line_and_exit_2(runner, command, args, message, mu
     assert not [p for p in after - before if p.is_file()], "a failed start left files behind"
 
 
+def test_the_table_covers_enough_mistakes():
+    assert len(MISTAKES) >= 12 and len({m[0] for m in MISTAKES}) >= 5 and IN_JOB and PRECHECKED
+
+
 @pytest.mark.parametrize("command, own, foreign", [
     ("predict", ["ckpt_path", "topk", "device"], ["hparams_search", "trainer"]),
     ("train", ["experiment", "recipe", "hparams_search", "optimized_metric"], ["topk"]),
     ("export", ["format", "int8", "parity_tolerance"], ["hparams_search"]),
     ("explain", ["target", "output_dir"], ["trainer"]),
 ])
-def test_help_shows_the_commands_own_options_and_examples(runner, command, own, foreign):
-    proc = runner.run(command, ["--help"])
-    out = proc.stdout
+def test_help_shows_the_commands_own_options_and_examples(command, own, foreign, monkeypatch, capsys):
+    import importlib
+
+    monkeypatch.setattr("sys.argv", [f"hdkd-{command}", "--help"])
+    importlib.import_module(f"hdkd_lightning.cli.{command}").main()
+    out = capsys.readouterr().out
     assert out.startswith(f"usage: hdkd-{command}") and "Examples:" in out
     assert all(word in out for word in own)
     assert not any(word in out for word in foreign)
 
 
 def test_demo_and_data_help(runner):
-    proc = runner.run("demo", ["--help"])
+    proc = runner.run("demo", ["--help"])  # as a user runs it: this once in a subprocess
     assert proc.returncode == 0 and "usage: hdkd-demo" in proc.stdout
-    proc = runner.run("data", ["--help"])
-    assert proc.returncode == 0 and "download" in proc.stdout
+    from hdkd_lightning.cli.data import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
