@@ -1,6 +1,7 @@
 """The commands end to end, run as a user runs them (subprocesses, from an unrelated directory)."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -190,3 +191,44 @@ def test_a_checkpoint_that_would_run_code_is_refused_everywhere(runner, image_fo
         assert proc.returncode == 2, (module, proc.stderr[-2000:])
         assert "refused to load" in proc.stderr + proc.stdout, module
         assert not marker.exists(), f"{module} executed code from the file"
+
+
+def test_submitit_local_sweep_runs_two_jobs_end_to_end(runner):
+    runner.run("train", ["-m", "hydra/launcher=submitit_local", *TINY, "model=teacher", "task_name=submitit_tiny",
+                         "seed=0,1"])
+    sweeps = list((runner.log_dir / "submitit_tiny" / "multiruns").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    for job in jobs:
+        assert json.loads((job / "run.json").read_text())["status"] == "completed"
+        assert (job / "metrics.json").is_file()
+    assert list((sweeps[0] / ".submitit").rglob("*_result.pkl"))  # the jobs went through submitit
+
+
+@pytest.mark.parametrize("launcher, tasks, allowed", [("basic", None, False), ("slurm_gpu", None, True),
+                                                     ("slurm_gpu", 1, False)])
+def test_a_ddp_sweep_is_allowed_only_with_one_slurm_task_per_device(launcher, tasks, allowed):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from hdkd_lightning._paths import config_dir
+    from hdkd_lightning.config import ConfigError, check_trainer_config, register_resolvers
+
+    register_resolvers()
+    overrides = [f"hydra/launcher={launcher}", "trainer.devices=2", "trainer.accelerator=cpu"]
+    if tasks is not None:
+        overrides.append(f"hydra.launcher.tasks_per_node={tasks}")
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    cfg.hydra.mode = RunMode.MULTIRUN  # as in the job of a sweep (-m)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        if allowed:
+            check_trainer_config(cfg.trainer)
+        else:
+            with pytest.raises(ConfigError, match="cannot use DDP with several processes here"):
+                check_trainer_config(cfg.trainer)
+    finally:
+        HydraConfig.instance().cfg = None
