@@ -31,7 +31,7 @@ from hdkd_lightning.bench.step import (
     native_bf16,
     sync,
 )
-from hdkd_lightning.bench.timing import interleave, summarize
+from hdkd_lightning.bench.timing import interleave, latency_row, summarize
 from hdkd_lightning.deploy import deploy_student
 from hdkd_lightning.distillation import auto_channels_last
 
@@ -301,68 +301,30 @@ def run_inference(cfg: BenchConfig) -> List[dict]:
     cfg.log(f"inference: batch-{batch} throughput")
     thr = interleave({n: caller(m, xb) for n, (_, m) in models.items()}, cfg.warmup, cfg.repeats, cfg.log)
     for name in models:
-        _timing_row(rows[name], lat[name], thr[name], batch, size, "PyTorch fp32")
-    rows.update(_onnxruntime_rows(cfg, models, x1, xb))
+        rows[name].update(latency_row(lat[name], thr[name], batch), image_size=size, runtime="PyTorch fp32")
+    rows.update(_onnxruntime_rows(cfg, cfg.timm_models))
     return list(rows.values())
 
 
-def _timing_row(row: dict, latency, throughput, batch: int, size: int, runtime: str) -> None:
-    walls = sorted(s.wall_s for s in latency)
-    row["latency_b1_ms"] = summarize(latency)["wall_s"] * 1e3
-    row["latency_b1_p95_ms"] = walls[min(len(walls) - 1, int(round(0.95 * (len(walls) - 1))))] * 1e3
-    row[f"throughput_b{batch}_img_s"] = batch / summarize(throughput)["wall_s"]
-    row["image_size"] = size
-    row["runtime"] = runtime
+ONNX_MODELS = ("hdkd_student_distilled", "deit_tiny_distilled_patch16_224")
 
 
-ONNX_MODELS = ("hdkd (deployed)", "deit_tiny_distilled_patch16_224")
+def _onnxruntime_rows(cfg: BenchConfig, timm_models: Sequence[str]) -> Dict[str, dict]:
+    """HDKD and deit-tiny through ONNX Runtime, fp32 and int8 (same exporter, same thread count), in a
+    process of their own: ONNX Runtime's threads measured beside PyTorch's spinning OpenMP threads
+    in one process ran 2-3x slower than alone."""
+    from hdkd_lightning.bench.workers import run_worker
 
-
-def _onnxruntime_rows(cfg: BenchConfig, models, x1: torch.Tensor, xb: torch.Tensor) -> Dict[str, dict]:
-    """HDKD and deit-tiny through ONNX Runtime, fp32 and int8 (same exporter, same thread count).
-
-    The int8 models are calibrated on random inputs: this measures speed only (the accuracy of
-    int8 is checked on real data by ``hdkd-export int8=true``).
-    """
-    import tempfile
-
-    import numpy as np
-    import onnxruntime as ort
-
-    from hdkd_lightning.deploy.export import exported_program, write_onnx
-    from hdkd_lightning.deploy.quantize import quantize_int8
-
-    threads = torch.get_num_threads()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    cases, rows = {}, {}
-    with tempfile.TemporaryDirectory(prefix="hdkd-bench-onnx-") as work:
-        for name in ONNX_MODELS:
-            if name not in models:
-                continue
-            built = models[name][0]
-            cfg.log(f"inference: exporting {name} to ONNX (fp32, and int8 calibrated on random inputs)")
-            fp32 = f"{work}/{len(cases)}.onnx"
-            write_onnx(exported_program(built, x1.expand(2, -1, -1, -1).clone(), fold=name.startswith("hdkd")), fp32)
-            gen = np.random.default_rng(cfg.seed)
-            calib = (gen.standard_normal(x1.shape).astype(np.float32) for _ in range(8))
-            int8 = quantize_int8(fp32, f"{work}/{len(cases)}.int8.onnx", calib)
-            for precision, path in (("fp32", fp32), ("int8", str(int8))):
-                session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-                key = f"{name.replace(' (deployed)', '')} (onnxruntime {precision})"
-                cases[key] = session
-                rows[key] = {"model": key, "params_m": sum(p.numel() for p in built.parameters()) / 1e6,
-                             "gmacs": None}
-
-        def caller(session, x):
-            feed = {"image": x.numpy()}
-            return lambda: session.run(None, feed)
-        cfg.log(f"inference: onnxruntime ({threads} threads), batch-1 latency and batch-{len(xb)} throughput")
-        lat = interleave({k: caller(s, x1) for k, s in cases.items()}, cfg.warmup + 1, cfg.latency_repeats)
-        thr = interleave({k: caller(s, xb) for k, s in cases.items()}, cfg.warmup, cfg.repeats, cfg.log)
-    for key in cases:
-        _timing_row(rows[key], lat[key], thr[key], len(xb), x1.shape[-1], f"onnxruntime {key.rsplit(' ', 1)[-1][:-1]}")
-    return rows
+    models = [m for m in ONNX_MODELS if m.startswith("hdkd") or m in timm_models]
+    cfg.log(f"inference: onnxruntime fp32 and int8 of {', '.join(models)} (subprocess)")
+    out = run_worker("onnxruntime", {"image_size": cfg.infer_size, "batch": cfg.infer_batch, "models": models,
+                                     "threads": torch.get_num_threads(), "warmup": cfg.warmup,
+                                     "latency_repeats": cfg.latency_repeats, "repeats": cfg.repeats,
+                                     "seed": cfg.seed})
+    if "error" in out:
+        cfg.log(f"  onnxruntime: {out['error'][-300:]}")
+        return {}
+    return {row["model"]: row for row in out["rows"]}
 
 
 def deploy_tolerance(image_size: int = 64, seed: int = 0) -> dict:

@@ -94,3 +94,11 @@ def summarize(samples: List[Sample]) -> dict:
 
 def as_dict(sample: Sample) -> dict:
     return asdict(sample)
+
+
+def latency_row(latency: List[Sample], throughput: List[Sample], batch: int) -> dict:
+    """Batch-1 latency (median and p95, ms) and throughput at ``batch`` (img/s) from interleaved samples."""
+    walls = sorted(s.wall_s for s in latency)
+    return {"latency_b1_ms": summarize(latency)["wall_s"] * 1e3,
+            "latency_b1_p95_ms": walls[min(len(walls) - 1, int(round(0.95 * (len(walls) - 1))))] * 1e3,
+            f"throughput_b{batch}_img_s": batch / summarize(throughput)["wall_s"]}

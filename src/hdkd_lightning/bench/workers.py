@@ -5,7 +5,9 @@
   (``HDKD_MALLOC_TUNE=0``);
 * ``memory``: a tuned allocator keeps the heap's high-water mark, so each pattern's peak memory
   is measured alone;
-* ``compile``: ``torch.compile`` may take minutes on 2 cores; it runs under a time limit.
+* ``compile``: ``torch.compile`` may take minutes on 2 cores; it runs under a time limit;
+* ``onnxruntime``: ONNX Runtime's thread pool timed beside PyTorch's (spinning OpenMP threads) in
+  one process runs 2-3x slower than alone.
 
 :func:`run_worker` runs ``python -m hdkd_lightning.bench.workers <name> '<json kwargs>'``; the
 worker prints one JSON line with its result.
@@ -94,7 +96,54 @@ def worker_compile(image_size: int, batch: int, warmup: int, repeats: int, seed:
             "loss_rel_diff": abs(loss_eager - loss_compiled) / abs(loss_eager), "timings": res}
 
 
-WORKERS = {"default-alloc": worker_default_alloc, "memory": worker_memory, "compile": worker_compile}
+def worker_onnxruntime(image_size: int, batch: int, models: list, threads: int, warmup: int, latency_repeats: int,
+                       repeats: int, seed: int) -> dict:
+    """ONNX Runtime fp32 and int8 of each model (random weights; int8 calibrated on random inputs: speed only)."""
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+    import timm
+
+    import hdkd_lightning  # noqa: F401  (registers the HDKD networks)
+    from hdkd_lightning.bench.timing import latency_row
+    from hdkd_lightning.deploy.export import exported_program, write_onnx
+    from hdkd_lightning.deploy.quantize import quantize_int8
+
+    torch.manual_seed(seed)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    x1 = torch.randn(1, 3, image_size, image_size)
+    xb = torch.randn(batch, 3, image_size, image_size)
+    sessions, rows = {}, {}
+    with tempfile.TemporaryDirectory(prefix="hdkd-bench-onnx-") as work:
+        for i, name in enumerate(models):
+            kwargs = {"img_size": image_size} if name.startswith(("hdkd", "deit")) and image_size != 224 else {}
+            net = timm.create_model(name, num_classes=7, **kwargs).eval()
+            fp32 = f"{work}/{i}.onnx"
+            write_onnx(exported_program(net, x1.expand(2, -1, -1, -1).clone(), fold=name.startswith("hdkd")), fp32)
+            gen = np.random.default_rng(seed)
+            int8 = quantize_int8(fp32, f"{work}/{i}.int8.onnx", (gen.standard_normal(x1.shape).astype(np.float32)
+                                                                 for _ in range(8)))
+            label = "hdkd" if name == "hdkd_student_distilled" else name
+            for precision, path in (("fp32", fp32), ("int8", str(int8))):
+                key = f"{label} (onnxruntime {precision})"
+                sessions[key] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+                rows[key] = {"model": key, "params_m": sum(p.numel() for p in net.parameters()) / 1e6, "gmacs": None,
+                             "image_size": image_size, "runtime": f"onnxruntime {precision}, {threads} threads"}
+
+        def caller(session, x):
+            feed = {"image": x.numpy()}
+            return lambda: session.run(None, feed)
+        lat = interleave({k: caller(s, x1) for k, s in sessions.items()}, warmup + 1, latency_repeats)
+        thr = interleave({k: caller(s, xb) for k, s in sessions.items()}, warmup, repeats)
+    for key in sessions:
+        rows[key].update(latency_row(lat[key], thr[key], batch))
+    return {"rows": list(rows.values())}
+
+
+WORKERS = {"default-alloc": worker_default_alloc, "memory": worker_memory, "compile": worker_compile,
+           "onnxruntime": worker_onnxruntime}
 
 
 def main(argv=None) -> int:
