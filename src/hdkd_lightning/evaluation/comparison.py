@@ -155,6 +155,19 @@ def _short(key: str, keys: Sequence[str]) -> str:
     return key
 
 
+def _describe(varying: Sequence[str], settings: Dict[str, Any]) -> str:
+    """``key=value`` for the varying settings; a node whose ``_target_`` varies (another optimiser,
+    no scheduler) is shown once, by its class name, instead of every key under it."""
+    swapped = {k[: -len("._target_")] for k in varying if k.endswith("._target_")}
+    parts = []
+    for node in sorted(swapped):
+        target = settings.get(node + "._target_")
+        parts.append(f"{node.rsplit('.', 1)[-1]}={str(target).rsplit('.', 1)[-1] if target else 'none'}")
+    rest = [k for k in varying if not any(k.startswith(n + ".") for n in swapped)]
+    parts += [f"{_short(k, rest)}={_value(settings.get(k))}" for k in rest]
+    return " ".join(parts)
+
+
 def _value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -209,8 +222,7 @@ def build_comparison(runs: List[RunResult], with_cost: bool = True) -> Dict[str,
         varying = [k for i, k in enumerate(differing) if k not in _PANEL_KEYS and len({g[i] for g in gkeys}) > 1]
         for g in gkeys:
             s = groups[g][0].settings
-            extra = " ".join(f"{_short(k, varying)}={_value(s.get(k))}" for k in varying)
-            described[g] = (panel, f"{name} {extra}".strip())
+            described[g] = (panel, f"{name} {_describe(varying, s)}".strip())
 
     cost_cache: Dict[str, Tuple[int, float]] = {}
     rows = []
