@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Union
 
-__all__ = ["atomic_write", "chmod_default", "write_json_atomic", "to_plain"]
+__all__ = ["atomic_write", "chmod_default", "publish", "write_json_atomic", "to_plain"]
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[IO], None], binary: bool = False) -> Path:
@@ -29,15 +29,24 @@ def atomic_write(path: Union[str, Path], write: Callable[[IO], None], binary: bo
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        chmod_default(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
-    try:  # make the rename itself durable
+    return path
+
+
+def publish(tmp: Union[str, Path], path: Union[str, Path]) -> Path:
+    """Move a complete temporary file (one written by :func:`atomic_write`, or by a library that only
+    writes to a path: ONNX, ONNX Runtime) onto ``path`` in one step: the usual permissions, then
+    ``os.replace`` and an ``fsync`` of the folder so that the rename survives a power loss."""
+    path = Path(path)
+    chmod_default(tmp)
+    os.replace(tmp, path)
+    try:
         fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -232,3 +232,13 @@ def test_a_ddp_sweep_is_allowed_only_with_one_slurm_task_per_device(launcher, ta
                 check_trainer_config(cfg.trainer)
     finally:
         HydraConfig.instance().cfg = None
+
+
+def test_a_batch_job_log_has_one_plain_line_per_epoch(runner):
+    """stdout is a pipe here, as under SLURM or nohup: the default progress callback prints epoch lines."""
+    args = [a for a in TINY if not a.startswith("callbacks.rich_progress_bar")]
+    proc = runner.run("train", args + ["model=student", "task_name=batch_log", "trainer.max_epochs=2"])
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split(" | ")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], proc.stdout[-2000:]
+    assert "train/loss" in lines[0] and "val/balanced_accuracy" in lines[0] and "ETA" in lines[0]
+    assert "\r" not in proc.stdout and "\x1b[" not in proc.stdout

@@ -42,14 +42,20 @@ def _final_weights(run_dir):
 
 
 def _popen(runner, args):
-    return subprocess.Popen([sys.executable, "-m", "hdkd_lightning.cli.train", *args], cwd=runner.cwd,
-                            env=runner.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(runner.root / f"popen-{time.time_ns()}.log", "w+")  # read back if the run ends early
+    proc = subprocess.Popen([sys.executable, "-m", "hdkd_lightning.cli.train", *args], cwd=runner.cwd,
+                            env=runner.env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = log
+    return proc
 
 
 def _wait_for(predicate, proc, timeout=300):
     deadline = time.time() + timeout
     while not predicate():
-        assert proc.poll() is None, "training ended before it could be killed"
+        if proc.poll() is not None:
+            proc.log.seek(0)
+            raise AssertionError(f"training ended ({proc.returncode}) before it could be killed:\n"
+                                 f"{proc.log.read()[-4000:]}")
         assert time.time() < deadline, "timed out"
         time.sleep(0.002)
 

@@ -65,12 +65,18 @@ def test_optuna_sweep_runs_real_trials_and_a_stored_study_resumes(runner, teache
     args = ["-m", "hparams_search=optuna", *TINY, "model=distill", "task_name=optuna_tiny",
             f"model.teacher.ckpt_path={teacher_run / 'checkpoints' / 'best.ckpt'}",
             f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=tiny"]
-    proc = runner.run("train", args + ["hydra.sweeper.n_trials=2"])
+    # two epochs, validated after each: the objective must be the best of them, not the last or a test value
+    proc = runner.run("train", args + ["hydra.sweeper.n_trials=2", "trainer.max_epochs=2"])
     sweep = _sweep_dir(runner, "optuna_tiny")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
     scores = [_run_json(j)["best_score"] for j in jobs]
     assert all(_run_json(j)["status"] == "completed" for j in jobs)
+    for job, score in zip(jobs, scores):
+        (metrics_csv,) = job.glob("csv/**/metrics.csv")
+        with open(metrics_csv) as f:
+            val = [float(r["val/balanced_accuracy"]) for r in csv.DictReader(f) if r.get("val/balanced_accuracy")]
+        assert len(val) == 2 and score == pytest.approx(max(val))
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(result["best_params"]) == {"model.optimizer.lr", "model.loss.lambda_feat", "model.loss.alpha",
                                           "model.loss.tau"}

@@ -71,6 +71,16 @@ def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
     assert bootstrap_intervals(labels, probs, 4, resamples=0)["resamples"] == 0
 
 
+def test_bootstrap_interval_of_accuracy_agrees_with_a_plain_numpy_bootstrap():
+    labels, probs = _scored(n=300)
+    ours = bootstrap_intervals(labels, probs, 4, resamples=2000, seed=0)["accuracy"]
+    correct = (probs.argmax(1) == labels).astype(float)
+    g = np.random.default_rng(12345)  # another generator: the two agree in distribution, not draw by draw
+    means = correct[g.integers(0, len(correct), (4000, len(correct)))].mean(1)
+    plain = np.percentile(means, [2.5, 97.5])
+    assert ours == pytest.approx(plain, abs=0.012)  # Monte-Carlo error of 2000-4000 resamples is ~0.005
+
+
 def test_temperature_fit_minimises_the_nll_found_by_a_grid_search():
     labels, probs = _scored(n=400)
     overconfident = apply_temperature(probs, 0.4)  # sharper than the data warrant
@@ -115,29 +125,46 @@ def test_roc_legend_shows_the_auc_of_each_class():
         assert any(t.startswith(name) and f"{auc:.2f}" in t for t in texts), (name, texts)
 
 
+def test_pr_legend_shows_the_average_precision_of_each_class():
+    from sklearn.metrics import average_precision_score
+
+    from hdkd_lightning.evaluation.figures import render_pr_curves
+
+    labels, probs = _scored()
+    texts = [t.get_text() for t in render_pr_curves(labels, probs, NAMES).axes[0].get_legend().get_texts()]
+    for c, name in enumerate(NAMES):
+        ap = average_precision_score(labels == c, probs[:, c])
+        assert any(t.startswith(name) and f"{ap:.2f}" in t for t in texts), (name, texts)
+
+
 # -- Grad-CAM sanity checks -------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def trained_teacher():
-    """A teacher trained for a few steps to tell two coloured classes apart (weights that mean something)."""
+NETWORKS = ["hdkd_teacher", "hdkd_student", "hdkd_student_distilled"]
+
+
+@pytest.fixture(scope="module", params=NETWORKS)
+def trained_net(request):
+    """Each network trained for a few steps to tell two coloured classes apart (weights that mean something)."""
     import timm
 
     import hdkd_lightning  # noqa: F401
 
     torch.manual_seed(0)
-    net = timm.create_model("hdkd_teacher", num_classes=2, img_size=32)
+    net = timm.create_model(request.param, num_classes=2, img_size=32)
     x = torch.randn(16, 3, 32, 32)
     y = torch.tensor([0, 1] * 8)
     x[y == 1, 0, 8:24, 8:24] += 3.0  # class 1: a bright square in the red channel
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in range(15):
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
+        out = net(x)
+        logits = out if torch.is_tensor(out) else out[0]  # the distilled student trains as (cls, dist)
+        torch.nn.functional.cross_entropy(logits, y).backward()
         opt.step()
-    return net.eval(), x[:4]
+    return request.param, net.eval(), x[:4]
 
 
-@pytest.mark.parametrize("arch", ["hdkd_teacher", "hdkd_student", "hdkd_student_distilled"])
+@pytest.mark.parametrize("arch", NETWORKS)
 def test_gradcam_maps_have_the_image_size_and_finite_values(arch):
     import timm
 
@@ -149,16 +176,16 @@ def test_gradcam_maps_have_the_image_size_and_finite_values(arch):
     assert maps.shape == (2, 32, 32) and np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
 
 
-def test_gradcam_maps_differ_between_classes_and_from_randomised_weights(trained_teacher):
+def test_gradcam_maps_differ_between_classes_and_from_randomised_weights(trained_net, one_thread):
     import timm
 
     from hdkd_lightning.evaluation.explain import gradcam_maps
 
-    net, x = trained_teacher
+    arch, net, x = trained_net
     class0 = gradcam_maps(net, x, [0] * len(x))
     class1 = gradcam_maps(net, x, [1] * len(x))
     assert np.abs(class0 - class1).mean() > 0.05
     torch.manual_seed(123)
-    random = timm.create_model("hdkd_teacher", num_classes=2, img_size=32).eval()  # model-randomisation check
+    random = timm.create_model(arch, num_classes=2, img_size=32).eval()  # model-randomisation check
     randomised = gradcam_maps(random, x, [1] * len(x))
     assert np.abs(class1 - randomised).mean() > 0.05

@@ -28,8 +28,10 @@ SECTIONS = ("distill", "default-alloc", "memory", "compile", "inference", "pipel
 
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="hdkd-bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, examples, sections = __doc__.split("\n\n")[:3]
+    p = argparse.ArgumentParser(prog="hdkd-bench", description=summary.replace("``", ""),
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Examples:\n" + examples + "\n\n" + sections.replace("``", ""))
     p.add_argument("--quick", action="store_true", help="short run: fewer repeats, no torch.compile")
     p.add_argument("--json", default="bench.json", help="where to write the results (default: ./bench.json)")
     p.add_argument("--only", default=None, help=f"comma-separated sections to run, from {','.join(SECTIONS)}")

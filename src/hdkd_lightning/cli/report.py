@@ -16,7 +16,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         prog="hdkd-report",
         description="Group runs by the settings that differ between them (seeds excluded) and report test "
                     "accuracy, balanced accuracy, macro F1 and macro AUROC as mean ± std over seeds.",
-        epilog="Failed and unfinished runs are listed, not averaged. Example: hdkd-report logs/ --out report/")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Failed and unfinished runs are listed, not averaged.\n\nExamples:\n"
+               "  hdkd-report logs/ --out report/\n"
+               "  hdkd-report logs/distill_brain logs/student_brain/multiruns/<date> --out report/\n"
+               "  hdkd-report study/runs --out study/report --no-cost")
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, or folders holding runs (searched recursively)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: ./report)")
     parser.add_argument("--no-cost", action="store_true", help="skip the parameter / GFLOP count of each model")

@@ -15,12 +15,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hdkd_lightning.data.io import ImageReadError, check_image, file_hash, load_rgb
+from hdkd_lightning.files import atomic_write
 
 log = logging.getLogger(__name__)
 _VERSION = 1
@@ -63,11 +63,8 @@ class FileChecker:
         if self.file is None or not self._dirty:
             return
         try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.file.parent, prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"version": _VERSION, "entries": self._entries}, fh)
-            os.replace(tmp, self.file)
+            payload = {"version": _VERSION, "entries": self._entries}
+            atomic_write(self.file, lambda fh: json.dump(payload, fh))
             self._dirty = False
         except OSError as e:  # a read-only cache dir must not stop training
             log.warning("could not write the check cache %s: %s", self.file, e)

@@ -35,6 +35,8 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
+from hdkd_lightning.files import to_plain  # noqa: E402
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
@@ -87,12 +89,10 @@ def build_resize(image_size: int, interpolation: str | int = "area") -> A.Resize
 
 def _instantiate(entries: Sequence[Any] | None, where: str) -> list:
     from hydra.utils import instantiate
-    from omegaconf import DictConfig, ListConfig, OmegaConf
 
     if entries is None:
         return []
-    if isinstance(entries, (DictConfig, ListConfig)):
-        entries = OmegaConf.to_container(entries, resolve=True)
+    entries = to_plain(entries)
     if isinstance(entries, Mapping):  # allow {name: entry} as well as a list
         entries = [e for e in entries.values() if e is not None]
     out = []

@@ -29,7 +29,7 @@ from torch import nn
 
 from hdkd_lightning.deploy.card import card_path, preprocessing, sha256_file, write_card
 from hdkd_lightning.deploy.folding import deploy_student
-from hdkd_lightning.files import chmod_default
+from hdkd_lightning.files import publish
 
 __all__ = ["FORMATS", "ExportError", "export_network", "exported_program", "write_onnx", "run_onnx",
            "max_logit_diff"]
@@ -105,8 +105,7 @@ def export_network(net: nn.Module, meta: Dict[str, Any], fmt: str, output: Union
         if not diff <= tolerance:
             raise ExportError(f"{fmt} export of {source} does not reproduce the network: max |logit difference| "
                               f"{diff:.3g} > {tolerance:g} on {inputs_desc}; nothing was written to {output}")
-        chmod_default(tmp)
-        os.replace(tmp, output)
+        publish(tmp, output)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -11,14 +11,13 @@ prepared with ONNX Runtime's ``quant_pre_process`` (shape inference and graph op
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Iterable, Union
 
 import numpy as np
 
-from hdkd_lightning.files import chmod_default
+from hdkd_lightning.files import publish
 
 __all__ = ["quantize_int8", "QUANTIZED_OPS"]
 
@@ -53,6 +52,5 @@ def quantize_int8(onnx_path: Union[str, Path], output: Union[str, Path], calibra
         quantize_static(str(prepared), str(tmp), _Batches(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=QUANTIZED_OPS)
-        chmod_default(tmp)
-        os.replace(tmp, output)
+        publish(tmp, output)
     return output

@@ -1,0 +1,96 @@
+"""benchmarks/study.py, the real-data study driver: its grid, and that it skips, resumes and restarts runs
+correctly (the training itself is replaced by a stand-in here; the study never runs in CI)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+STUDY = Path(__file__).resolve().parents[1] / "benchmarks" / "study.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("hdkd_study", STUDY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def _args(tmp_path, **kw):
+    base = dict(root=tmp_path / "data", out=tmp_path / "out", datasets=["brain", "ham10000"], seeds=[0, 1],
+                sizes={}, models=["teacher", "student", "hdkd", "logit_only"], recipe_check=True, threads=1)
+    base.update(kw)
+    return Namespace(**base)
+
+
+def test_grid_is_dataset_major_and_each_distillation_uses_its_own_teacher(study, tmp_path):
+    jobs = study.build_jobs(_args(tmp_path, sizes={"brain": [150, 50]}))
+    names = [j.name for j in jobs]
+    # brain: 2 sizes x 2 seeds x 4 models + 2 recipe checks (seed 0); ham10000: 1 size x 2 seeds x 4 + 1
+    assert len(jobs) == 16 + 2 + 8 + 1
+    assert all(n.startswith("brain-") for n in names[:18]) and all(n.startswith("ham10000-") for n in names[18:])
+    assert names[:6] == ["brain-n150/teacher/seed0", "brain-n150/teacher_adam_constant/seed0",
+                         "brain-n150/student/seed0", "brain-n150/hdkd/seed0", "brain-n150/logit_only/seed0",
+                         "brain-n50/teacher/seed0"]
+    by_name = {j.name: j for j in jobs}
+    for job in jobs:
+        assert "recipe=cpu64" in job.overrides and "data.split_seed=0" in job.overrides
+        seed = job.name.rsplit("seed", 1)[1]
+        assert f"seed={seed}" in job.overrides and f"data.seed={seed}" in job.overrides
+        if job.needs:
+            teacher = by_name[job.needs]
+            assert teacher.name == job.name.rsplit("/", 2)[0] + f"/teacher/seed{seed}"
+            assert f"model.teacher.ckpt_path={teacher.run_dir / 'checkpoints' / 'best.ckpt'}" in job.overrides
+    logit = by_name["ham10000-n100/logit_only/seed1"]
+    assert "model.loss.lambda_feat=0" in logit.overrides and "experiment=distill_ham10000" in logit.overrides
+    assert "data.train_per_class=50" in by_name["brain-n50/student/seed1"].overrides
+
+
+class _FakeTrain:
+    """Stands in for ``hdkd-train``: records the command, writes what a finished run writes."""
+
+    def __init__(self):
+        self.commands = []
+
+    def __call__(self, cmd, stdout=None, stderr=None, env=None):
+        self.commands.append(cmd)
+        run_dir = Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "run.json").write_text(json.dumps({"status": "completed"}))
+        return 0
+
+
+def test_finished_runs_are_skipped_checkpointed_ones_resume_and_empty_ones_restart(study, tmp_path, monkeypatch):
+    args = _args(tmp_path, datasets=["brain"], seeds=[0], recipe_check=False, models=["teacher", "student", "hdkd"])
+    fake = _FakeTrain()
+    monkeypatch.setattr(subprocess, "call", fake)
+    teacher, student, hdkd = study.build_jobs(args)
+    lock = threading.Lock()
+
+    teacher.run_dir.mkdir(parents=True)
+    (teacher.run_dir / "run.json").write_text(json.dumps({"status": "completed"}))
+    assert study.run_job(teacher, args, lock) == "completed" and fake.commands == []  # not run again
+
+    (student.run_dir / "checkpoints").mkdir(parents=True)
+    (student.run_dir / "checkpoints" / "last.ckpt").write_bytes(b"stand-in")
+    (student.run_dir / "run.json").write_text(json.dumps({"status": "failed"}))  # killed mid-run
+    assert study.run_job(student, args, lock) == "completed"
+    assert f"ckpt_path={student.run_dir / 'checkpoints' / 'last.ckpt'}" in fake.commands[-1]
+
+    hdkd.run_dir.mkdir(parents=True)
+    (hdkd.run_dir / "train.log").write_text("started, then killed before its first checkpoint")
+    assert study.run_job(hdkd, args, lock) == "completed"
+    assert not any(a.startswith("ckpt_path=") for a in fake.commands[-1])
+    (aside,) = (args.out / "aside").iterdir()  # kept, but out of runs/ so that the report ignores it
+    assert (aside / "train.log").is_file() and aside.name.startswith("brain-n150__hdkd__seed0.partial-")
+    assert not list((args.out / "runs").rglob("*.partial-*"))
