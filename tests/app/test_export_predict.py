@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import subprocess
 import sys
@@ -47,14 +48,17 @@ def test_every_format_reproduces_the_network_and_carries_a_card(folder_runs, hdk
         assert card["class_names"] == ["benign", "malignant", "other"]
         assert card["parity"]["max_abs_logit_diff"] < 1e-4 and "test images of data=image_folder" in \
             card["parity"]["inputs"]
-        assert card["source_checkpoint"]["sha256"] and card["test_metrics"]["balanced_accuracy"] is not None
+        assert card["source_checkpoint"]["sha256"] == hashlib.sha256(folder_runs["hdkd"].read_bytes()).hexdigest()
+        assert card["test_metrics"]["balanced_accuracy"] is not None
         assert card["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+        assert card["preprocessing"]["resize"].startswith("to 32x32") and card["preprocessing"]["interpolation"]
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(str(hdkd_exports["onnx"]))
     onnx.checker.check_model(model)
     assert model.opset_import[0].version >= 17
+    assert not [n.op_type for n in model.graph.node if n.op_type == "BatchNormalization"]  # the folded network
     assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
     got = ort.InferenceSession(str(hdkd_exports["onnx"])).run(None, {"image": x.numpy()})[0]  # batch 3: dynamic
     assert abs(torch.as_tensor(got) - ref).max() < 1e-4
@@ -69,7 +73,7 @@ def test_every_format_reproduces_the_network_and_carries_a_card(folder_runs, hdk
 
 
 @pytest.mark.parametrize("kind", ["teacher", "student"])
-def test_teacher_and_student_export_to_onnx_within_parity(runner, folder_runs, tmp_path, kind):
+def test_teacher_and_student_export_to_onnx_and_pt2_within_parity(runner, folder_runs, tmp_path, kind):
     import onnxruntime as ort
 
     out = tmp_path / f"{kind}.onnx"
@@ -79,6 +83,10 @@ def test_teacher_and_student_export_to_onnx_within_parity(runner, folder_runs, t
     got = ort.InferenceSession(str(out)).run(None, {"image": x.numpy()})[0]
     assert abs(torch.as_tensor(got) - ref).max() < 1e-4
     assert json.loads((tmp_path / f"{kind}.onnx.json").read_text())["parity"]["inputs"].startswith("16 random")
+    pt2 = tmp_path / f"{kind}.pt2"
+    _export(runner, folder_runs[kind], "pt2", pt2)
+    with torch.no_grad():
+        assert abs(torch.export.load(str(pt2)).module()(x) - ref).max() < 1e-4
 
 
 def test_pt2_loads_where_this_package_cannot_be_imported(hdkd_exports):
@@ -183,3 +191,19 @@ def test_export_refuses_bad_requests_by_key(runner, folder_runs, tmp_path):
     assert proc.returncode == 2 and "int8=true is for format=onnx" in proc.stderr + proc.stdout
     proc = _export(runner, folder_runs["student"], "onnx", tmp_path / "m.onnx", "int8=true", check=False)
     assert proc.returncode == 2 and "int8=true needs training images" in proc.stderr + proc.stdout
+
+
+def test_original_code_weights_converted_then_exported(runner, parity_dir, tmp_path):
+    """The authors' HDKD student, converted by hdkd-convert, ships through hdkd-export like our own."""
+    import onnxruntime as ort
+
+    ckpt = tmp_path / "official_hdkd.ckpt"
+    runner.run("convert", [f"input={parity_dir / 'official_hdkd.pth'}", "arch=hdkd_student_distilled",
+                           f"output={ckpt}", "class_names=[glioma,meningioma,notumor,pituitary]", "image_size=224"])
+    out = tmp_path / "official_hdkd.onnx"
+    _export(runner, ckpt, "onnx", out)
+    expected = torch.load(parity_dir / "expected.pt", weights_only=True)
+    got = ort.InferenceSession(str(out)).run(None, {"image": expected["x"].numpy()})[0]
+    assert abs(torch.as_tensor(got) - expected["hdkd_eval_logits"]).max() < 1e-4  # the original's eval output
+    card = json.loads(out.with_name(out.name + ".json").read_text())
+    assert card["class_names"] == ["glioma", "meningioma", "notumor", "pituitary"] and card["image_size"] == 224

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import http.server
 import io
+import json
 import threading
 import time
 import zipfile
@@ -26,6 +27,8 @@ class _Server:
         self.honour_range = True
         self.cut_after = None       # send only this many bytes, then drop the connection
         self.delay = 0.0            # seconds before the first byte
+        self.trickle = None         # seconds between single bytes (a server that never quite stalls)
+        self.types = {}             # name -> Content-Type
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -65,13 +68,27 @@ class _Server:
                     self.send_response(200)
                 chunk = body[start:]
                 self.send_header("Content-Length", str(len(chunk)))
+                if name := self.path.lstrip("/").split("?")[0]:
+                    self.send_header("Content-Type", server.types.get(name, "application/octet-stream"))
                 self.end_headers()
+                if server.trickle:
+                    for i in range(len(chunk)):
+                        try:
+                            self.wfile.write(chunk[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:  # the client gave up
+                            return
+                        time.sleep(server.trickle)
+                    return
                 if server.cut_after is not None:
                     self.wfile.write(chunk[: server.cut_after])
                     self.wfile.flush()
                     self.connection.shutdown(2)  # the connection drops mid-file
                     return
-                self.wfile.write(chunk)
+                try:
+                    self.wfile.write(chunk)
+                except OSError:  # the client gave up (a timeout test)
+                    pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -198,6 +215,63 @@ def test_404_and_a_slow_server_fail_clearly_and_stop(served, tmp_path):
     with pytest.raises(DownloadError, match=r"no data for 0.5 s \(timeout\)"):
         fetch(RemoteFile("x.bin", server.url + "x.bin"), tmp_path, timeout=0.5)
     assert time.perf_counter() - t0 < 3.0
+
+
+def test_a_trickling_server_is_given_up_on_and_what_arrived_is_kept(served, tmp_path):
+    server = served({"t.bin": b"t" * 100_000})
+    server.trickle = 0.05  # 20 bytes/s: each read gets data well within the timeout, the file would take hours
+    t0 = time.perf_counter()
+    with pytest.raises(DownloadError, match=r"t.bin: slower than 1024 bytes/s for 1\.\d s; what arrived is kept"):
+        fetch(RemoteFile("t.bin", server.url + "t.bin"), tmp_path, timeout=1.0)
+    assert time.perf_counter() - t0 < 5.0
+    assert 0 < (tmp_path / "t.bin.part").stat().st_size < 100_000 and not (tmp_path / "t.bin").exists()
+
+
+def _dataverse(tmp_path, parts, wrong_md5=None):
+    """Dataverse's file listing for the HAM10000 DOI (JSON) and the files behind it, as the real API serves them."""
+    listing, files = [], {}
+    for k, (label, name) in enumerate([("HAM10000_images_part_1.zip", "HAM10000_images_part_1.zip"),
+                                       ("HAM10000_images_part_2.zip", "HAM10000_images_part_2.zip"),
+                                       ("HAM10000_metadata.tab", "HAM10000_metadata.csv")], start=1):
+        body = parts[name]
+        md5 = hashlib.md5(body).hexdigest() if label != wrong_md5 else "0" * 32
+        listing.append({"label": label, "dataFile": {"id": k, "filename": label, "filesize": len(body),
+                                                     "checksum": {"type": "MD5", "value": md5}}})
+        files[f"api/access/datafile/{k}"] = body
+    files["api/datasets/:persistentId/versions/:latest-published/files"] = json.dumps({"data": listing}).encode()
+    return files
+
+
+def test_ham10000_from_dataverse_is_verified_against_its_published_md5(served, tmp_path, monkeypatch, cache_env):
+    from hdkd_lightning.data import download
+
+    parts = _ham_archives(tmp_path)
+    server = served(_dataverse(tmp_path, parts))
+    monkeypatch.setattr(download, "DATAVERSE", server.url.rstrip("/"))
+    monkeypatch.delenv("HDKD_DATA_MIRROR", raising=False)
+    root = tmp_path / "ham"
+    rows = download_dataset("ham10000", root, timeout=5, log=lambda _: None)
+    assert {r["checksum"] for r in rows[:2]} == {"Dataverse (MD5)"}
+    assert (root / "HAM10000_metadata.csv").read_bytes() == parts["HAM10000_metadata.csv"]
+    assert len(list((root / "HAM10000_images_part_1").glob("*.jpg"))) == 11
+
+    bad_server = served(_dataverse(tmp_path, parts, wrong_md5="HAM10000_images_part_2.zip"))
+    monkeypatch.setattr(download, "DATAVERSE", bad_server.url.rstrip("/"))
+    with pytest.raises(DownloadError, match=r"HAM10000_images_part_2.zip from .* failed verification: MD5 .*"
+                                            r"expected 0{32} \(Dataverse \(MD5\)\)"):
+        download_dataset("ham10000", tmp_path / "ham_bad", timeout=5, log=lambda _: None)
+    assert list((tmp_path / "ham_bad").glob("HAM10000_images_part_2.zip.bad-*"))
+
+
+def test_the_mirror_environment_variable_replaces_every_host(served, tmp_path, monkeypatch):
+    from hdkd_lightning.data.download import remote_files
+
+    server = served(_ham_archives(tmp_path))
+    monkeypatch.setenv("HDKD_DATA_MIRROR", server.url)
+    for dataset in ("ham10000", "isic2018"):
+        assert all(f.url.startswith(server.url) for f in remote_files(dataset))
+    download_dataset("ham10000", tmp_path / "ham", timeout=5, log=lambda _: None)
+    assert {name for name, _ in server.requests} >= {"HAM10000_images_part_1.zip", "HAM10000_metadata.csv"}
 
 
 def test_extraction_refuses_members_outside_the_root(tmp_path):

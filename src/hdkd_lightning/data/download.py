@@ -25,7 +25,9 @@ extracted (refusing members that would land outside the root) into exactly the l
 printed.
 
 A mirror (a lab server, an internal bucket) holding the same file names in one folder replaces
-every host with ``url_base=<url>`` or the ``HDKD_DATA_MIRROR`` environment variable.
+every host with ``url_base=<url>`` or the ``HDKD_DATA_MIRROR`` environment variable. A mirror
+publishes no checksums: its files are treated like ISIC's (SHA-256 recorded at the first
+complete download, every later one verified against it).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ MIRROR_ENV = "HDKD_DATA_MIRROR"
 RECORD = ".hdkd-download.json"
 CHUNK = 1 << 20
 STREAM_CHUNK = 1 << 16  # small: a connection that drops loses at most this much of what arrived
+MIN_RATE = 1024  # bytes/s: a server slower than this over a whole timeout window is given up on
 
 ISIC_BASE = "https://isic-challenge-data.s3.amazonaws.com/2018/"
 ISIC_FILES = [
@@ -198,9 +201,15 @@ def _set_aside(path: Path) -> Path:
     return bad
 
 
-def fetch(remote: RemoteFile, root: Path, timeout: float = 60.0, progress: Optional[Callable] = None) -> Path:
-    """Download ``remote`` into ``root`` (module docstring: resume, atomic rename, verification)."""
+def fetch(remote: RemoteFile, root: Path, timeout: float = 60.0, progress: Optional[Callable] = None,
+          min_rate: float = MIN_RATE) -> Path:
+    """Download ``remote`` into ``root`` (module docstring: resume, atomic rename, verification).
+
+    ``timeout`` bounds every wait for data; and a server that keeps sending, but less than
+    ``min_rate`` bytes/s over a whole ``timeout`` window, is given up on too (what arrived is kept
+    for the next try), so that no download hangs on a trickle."""
     import requests
+    import urllib3
 
     root.mkdir(parents=True, exist_ok=True)
     remote = _expected(remote, root)
@@ -228,21 +237,31 @@ def fetch(remote: RemoteFile, root: Path, timeout: float = 60.0, progress: Optio
                 if remote.size is None and total is not None:
                     remote = dataclasses.replace(remote, size=total)
                 done = offset if resumed else 0
+                window_start, window_bytes = time.monotonic(), 0
                 with open(part, "ab" if resumed else "wb") as fh:  # 200: the server ignored Range, start again
-                    for block in response.iter_content(STREAM_CHUNK):
+                    for block in _blocks(response):
                         fh.write(block)
                         done += len(block)
+                        window_bytes += len(block)
                         if progress:
                             progress(remote.name, done, remote.size)
+                        elapsed = time.monotonic() - window_start
+                        if elapsed >= timeout:
+                            if window_bytes < min_rate * elapsed:
+                                fh.flush()
+                                raise DownloadError(
+                                    f"{remote.url}: slower than {min_rate:g} bytes/s for {elapsed:.1f} s; what arrived "
+                                    f"is kept in {part.name}: run the command again to continue (or use a mirror)")
+                            window_start, window_bytes = time.monotonic(), 0
                     fh.flush()
                     os.fsync(fh.fileno())
                 if total is not None and done < total:  # the connection closed early
                     raise DownloadError(f"{remote.url}: the connection closed after {done} of {total} bytes; what "
                                         f"arrived is kept in {part.name}: run the command again to continue")
-    except requests.Timeout:
+    except (requests.Timeout, urllib3.exceptions.ReadTimeoutError):
         raise DownloadError(f"{remote.url}: no data for {timeout:g} s (timeout); what arrived is kept in {part.name}: "
                             f"run the command again to continue") from None
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         raise DownloadError(f"{remote.url}: {type(exc).__name__}: {exc}; what arrived is kept in {part.name}: run "
                             f"the command again to continue") from None
     problem = _verify(part, remote)
@@ -254,6 +273,16 @@ def fetch(remote: RemoteFile, root: Path, timeout: float = 60.0, progress: Optio
         _save_record(root, remote.name, part.stat().st_size, _digests(part)["sha256"])
     os.replace(part, final)
     return final
+
+
+def _blocks(response):
+    """What has arrived, as soon as it arrives (``iter_content`` waits for a whole chunk, so a trickling
+    server would never reach the rate check)."""
+    while True:
+        block = response.raw.read1(STREAM_CHUNK, decode_content=True)
+        if not block:
+            return
+        yield block
 
 
 def _total_size(response, offset: int) -> Optional[int]:
