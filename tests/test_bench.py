@@ -122,3 +122,18 @@ def test_the_authors_code_gives_our_loss_on_the_same_weights():
              "ours": DistillStep(student, teacher, images, labels, "ours", fold_teacher=True)}
     values = check_losses(steps)
     assert values["ours"] == pytest.approx(values["original"], rel=1e-4)
+
+
+def test_inference_section_has_pytorch_and_onnxruntime_rows(tmp_path):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--tiny", "--quiet", "--threads", "1", "--only", "inference", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    rows = {r["model"]: r for r in res["inference"]}
+    assert "onnxruntime (failed)" not in rows, rows.get("onnxruntime (failed)")
+    for name in ("hdkd (deployed)", "hdkd_teacher (deployed)", "resnet18", "hdkd (onnxruntime fp32)",
+                 "hdkd (onnxruntime int8)"):
+        row = rows[name]
+        assert row["image_size"] == 32
+        assert 0 < row["latency_b1_ms"] <= row["latency_b1_p95_ms"] and row["throughput_b2_img_s"] > 0
+    assert rows["hdkd (onnxruntime int8)"]["runtime"].startswith("onnxruntime int8, 1 threads")
+    assert res["deploy_tolerance"]["max_abs_diff_fp32"] < 1e-4

@@ -113,6 +113,7 @@ def test_wandb_logger_works_offline(runner):
     offline = list((run / "wandb").glob("offline-run-*"))
     assert offline, "no offline wandb run written"
     assert (run / "wandb_run_id.txt").read_text().strip() in offline[0].name
+    assert (run / "training_curves.png").is_file()  # the CSV log is kept beside wandb
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -117,7 +117,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.quiet:
             print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-    from hdkd_lightning.bench import suite
+    from hdkd_lightning.bench import inference, suite
     from hdkd_lightning.bench.machine import machine_info
     from hdkd_lightning.bench.report import print_report, targets
 
@@ -138,8 +138,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "compile" in sections:
         res["compile"] = suite.run_compile(cfg)
     if "inference" in sections:
-        res["inference"] = suite.run_inference(cfg)
-        res["deploy_tolerance"] = suite.deploy_tolerance(32 if args.tiny else 64, cfg.seed)
+        res["inference"] = inference.run_inference(cfg)
+        res["deploy_tolerance"] = inference.deploy_tolerance(32 if args.tiny else 64, cfg.seed)
     if "pipeline" in sections:
         size, batch = cfg.distill_sizes[-1]
         res["pipeline"] = suite.run_pipeline(cfg, step_img_s.get((size, batch)), image_size=size)
