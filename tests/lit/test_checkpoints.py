@@ -42,7 +42,7 @@ def _fit(module, dm, root, epochs, ckpt_path=None):
 
 def _assert_each_network_once(state_dict, prefixes):
     keys = list(state_dict)
-    assert len(keys) == len(set(keys))
+    assert len(keys) == sum(len(net.state_dict()) for net in prefixes.values()), "keys beyond the networks' own"
     assert not [k for k in keys if k.startswith("_")], "a network is saved twice"
     for prefix, net in prefixes.items():
         assert sorted(k[len(prefix):] for k in keys if k.startswith(prefix)) == sorted(net.state_dict())

@@ -133,7 +133,7 @@ def _composition_message(exc: BaseException, config_name: str, overrides: Sequen
     text = str(exc).strip()
     if isinstance(exc, MissingConfigException) and getattr(exc, "options", None) is not None:
         group, _, wanted = (exc.missing_cfg_file or "?/?").rpartition("/")
-        return f"{group}={wanted} is not an option of {group}; choose one of: {', '.join(sorted(exc.options))}"
+        return f"{group}={wanted} is not an option of {group}; choose one of: {', '.join(sorted(o for o in exc.options if not o.startswith('_')))}"
     if "Could not override '" in text or "Could not append to config" in text or "Key '" in text:
         key = text.split("'")[1] if "'" in text else ""
         if "Could not override" in text and key:
@@ -226,7 +226,8 @@ def print_help(prog: str, config_name: str, description: str, examples: Sequence
     if groups:
         lines.append("Config groups (group=option):")
         for group in groups:
-            options = sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+            # a name starting with "_" is a shared defaults file (data/_base.yaml), not a choice
+            options = sorted(p.stem for p in (config_dir() / group).glob("*.yaml") if not p.stem.startswith("_"))
             current = (cfg.hydra.runtime.choices or {}).get(group)
             lines.append(f"  {group:<15} {', '.join(options)}" + (f"   (default: {current})" if current else ""))
         lines.append("")

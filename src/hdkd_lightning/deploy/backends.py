@@ -95,7 +95,12 @@ def load_predictor(path: Union[str, Path], device: str = "auto", card: Optional[
 
     meta = read_card(path, card)
     if fmt == "pt2":
-        module = torch.export.load(str(path)).module().to(dev)
+        program = torch.export.load(str(path))
+        if dev.type != "cpu":  # constants and device arguments recorded in the graph move too, not only weights
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, dev)
+        module = program.module()
         return Predictor(_torch_runner(module, dev, False), meta, fmt, dev, f"torch.export program on {dev}")
     import onnxruntime as ort
 
