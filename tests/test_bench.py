@@ -90,6 +90,9 @@ def test_section_filters():
     args = bench._parse(["--quick", "--skip-inference", "--skip", "pipeline"])
     assert bench._sections(args) == ["distill", "default-alloc", "memory"]  # quick: no compile, no profile
     assert bench._sections(bench._parse(["--only", "inference"])) == ["inference"]
+    assert bench._config(bench._parse(["--infer-size", "64"]), print).infer_size == 64
+    with pytest.raises(SystemExit, match="multiple of 32"):
+        bench._config(bench._parse(["--infer-size", "50"]), print)
     with pytest.raises(SystemExit):
         bench._sections(bench._parse(["--only", "nope"]))
 

@@ -4,7 +4,8 @@
 * :mod:`~hdkd_lightning.bench.flops`: FLOPs of any callable (``torch.utils.flop_counter``), matmul peak.
 * :mod:`~hdkd_lightning.bench.original`: the authors' distillation computation pattern
   (network prefixes re-run per distilled stage), for the speed comparison and a loss-equality check.
-* :mod:`~hdkd_lightning.bench.suite`: the sections of the benchmark (:mod:`~hdkd_lightning.bench.inference`: its inference section).
+* :mod:`~hdkd_lightning.bench.suite`: the sections of the benchmark; its inference section in
+  :mod:`~hdkd_lightning.bench.inference`.
 """
 
 from hdkd_lightning.bench.flops import count_flops, matmul_flops_per_s

@@ -133,7 +133,8 @@ def _composition_message(exc: BaseException, config_name: str, overrides: Sequen
     text = str(exc).strip()
     if isinstance(exc, MissingConfigException) and getattr(exc, "options", None) is not None:
         group, _, wanted = (exc.missing_cfg_file or "?/?").rpartition("/")
-        return f"{group}={wanted} is not an option of {group}; choose one of: {', '.join(sorted(o for o in exc.options if not o.startswith('_')))}"
+        choices = sorted(o for o in exc.options if not o.startswith("_"))  # _name: a shared defaults file
+        return f"{group}={wanted} is not an option of {group}; choose one of: {', '.join(choices)}"
     if "Could not override '" in text or "Could not append to config" in text or "Key '" in text:
         key = text.split("'")[1] if "'" in text else ""
         if "Could not override" in text and key:

@@ -43,6 +43,8 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--data-source", default=None, help="pipeline section: data source (default: synthetic)")
     p.add_argument("--data-root", default=None, help="pipeline section: dataset root")
+    p.add_argument("--infer-size", type=int, default=None, metavar="PX",
+                   help="inference section: image size (default 224; 64 is the real-data study's)")
     p.add_argument("--no-gpu", action="store_true", help="CPU only even when a GPU is present")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--original-code", default=None, metavar="DIR",
@@ -83,6 +85,10 @@ def _config(args: argparse.Namespace, log):
         cfg.timm_models, cfg.compile_size, cfg.pipeline_images = ("resnet18",), (32, 2), 8
         cfg.default_alloc_warmup, cfg.default_alloc_repeats = 0, 1
         cfg.matmul_n, cfg.profile_size = 512, (32, 2)
+    if args.infer_size:
+        if args.infer_size % 32:
+            raise SystemExit(f"hdkd-bench: --infer-size {args.infer_size}: the networks need a multiple of 32")
+        cfg.infer_size = args.infer_size
     if args.repeats:
         cfg.repeats = args.repeats
     if args.warmup is not None:
