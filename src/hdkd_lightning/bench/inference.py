@@ -40,8 +40,10 @@ def _inference_models(cfg: BenchConfig) -> Dict[str, Tuple[nn.Module, nn.Module]
         kwargs = {"img_size": size} if name.startswith(("deit", "efficientformer")) and size != 224 else {}
         try:
             m = timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES, **kwargs).eval()
+            with torch.no_grad():  # some build at any size but run only at their own (efficientformer's biases)
+                m(torch.zeros(1, 3, size, size))
         except Exception as exc:  # noqa: BLE001  (a model that cannot run at this size is reported, not fatal)
-            cfg.log(f"  {name}: {exc}")
+            cfg.log(f"  {name} left out at {size} px: {type(exc).__name__}: {str(exc)[:200]}")
             continue
         out[name] = (m, m.to(memory_format=torch.channels_last))
     return out
