@@ -35,3 +35,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks by what a test uses: ``shared`` for ../shared (parity vectors, real datasets), ``slow``
+    for the end-to-end command tests of tests/app (subprocesses, real training runs)."""
+    app = Path(__file__).resolve().parent / "app"
+    for item in items:
+        if {"parity_dir", "datasets_dir"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.shared)
+        if app in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.slow)

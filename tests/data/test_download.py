@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from hdkd_data_fixtures import HAM_CLASSES, write_image
+from hdkd_data_fixtures import HAM_CLASSES, ISIC_COLUMNS, write_image
 
 from hdkd_lightning.data.download import DownloadError, RemoteFile, download_dataset, extract, fetch
 
@@ -272,6 +272,47 @@ def test_the_mirror_environment_variable_replaces_every_host(served, tmp_path, m
         assert all(f.url.startswith(server.url) for f in remote_files(dataset))
     download_dataset("ham10000", tmp_path / "ham", timeout=5, log=lambda _: None)
     assert {name for name, _ in server.requests} >= {"HAM10000_images_part_1.zip", "HAM10000_metadata.csv"}
+
+
+def _isic_archives(tmp_path: Path) -> dict:
+    """ISIC 2018 Task 3 as the challenge publishes it: one zip per input / ground-truth folder, and the
+    lesion groupings CSV (tiny images: 3 training images per class, 1 validation and 1 test image)."""
+    files, n = {}, 24306
+    groupings = io.StringIO()
+    csv.writer(groupings).writerow(["image", "lesion_id", "diagnosis_confirm_type"])
+    for word, per_class in (("Training", 3), ("Validation", 1), ("Test", 1)):
+        inputs, truth = io.BytesIO(), io.StringIO()
+        csv.writer(truth).writerow(["image", *ISIC_COLUMNS])
+        with zipfile.ZipFile(inputs, "w") as zf:
+            for k in range(len(ISIC_COLUMNS)):
+                for _ in range(per_class):
+                    image = f"ISIC_{n:07d}"
+                    n += 1
+                    zf.write(write_image(tmp_path / "src" / f"{image}.jpg"), f"ISIC2018_Task3_{word}_Input/{image}.jpg")
+                    csv.writer(truth).writerow([image, *("1.0" if j == k else "0.0" for j in range(len(ISIC_COLUMNS)))])
+                    if word == "Training":
+                        csv.writer(groupings).writerow([image, f"HAM_{n:07d}", "histopathology"])
+        gt = io.BytesIO()
+        with zipfile.ZipFile(gt, "w") as zf:
+            zf.writestr(f"ISIC2018_Task3_{word}_GroundTruth/ISIC2018_Task3_{word}_GroundTruth.csv", truth.getvalue())
+        files[f"ISIC2018_Task3_{word}_Input.zip"] = inputs.getvalue()
+        files[f"ISIC2018_Task3_{word}_GroundTruth.zip"] = gt.getvalue()
+    files["ISIC2018_Task3_Training_LesionGroupings.csv"] = groupings.getvalue().encode()
+    return files
+
+
+def test_isic2018_is_fetched_unpacked_into_its_layout_and_inspected(served, tmp_path, capsys, cache_env):
+    from hdkd_lightning.cli.data import main
+
+    server = served(_isic_archives(tmp_path))
+    root = tmp_path / "isic"
+    assert main(["download", "isic2018", f"root={root}", f"url_base={server.url}"]) == 0
+    out = capsys.readouterr().out
+    assert (root / "ISIC2018_Task3_Training_Input").is_dir() and (root / "ISIC2018_Task3_Test_Input").is_dir()
+    assert "total" in out and "35" in out  # inspect: 21 training + 7 validation + 7 test images
+    assert "ready: hdkd-train experiment=<...> data=isic2018" in out
+    record = json.loads((root / ".hdkd-download.json").read_text())  # no published checksums: recorded
+    assert len(record) == 7 and all(len(r["sha256"]) == 64 for r in record.values())
 
 
 def test_extraction_refuses_members_outside_the_root(tmp_path):
