@@ -140,3 +140,6 @@ def test_inference_section_has_pytorch_and_onnxruntime_rows(tmp_path):
         assert 0 < row["latency_b1_ms"] <= row["latency_b1_p95_ms"] and row["throughput_b2_img_s"] > 0
     assert rows["hdkd (onnxruntime int8)"]["runtime"].startswith("onnxruntime int8, 1 threads")
     assert res["deploy_tolerance"]["max_abs_diff_fp32"] < 1e-4
+    parity = {r["model"]: r for r in res["export_parity"]}
+    assert set(parity) == {"hdkd_teacher", "hdkd_student", "hdkd_student_distilled"}
+    assert all(r["onnx_max_abs_logit_diff"] < 1e-4 and r["pt2_max_abs_logit_diff"] < 1e-4 for r in parity.values())

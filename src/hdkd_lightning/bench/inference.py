@@ -16,7 +16,7 @@ from hdkd_lightning.bench.suite import BenchConfig
 from hdkd_lightning.bench.timing import interleave, latency_row
 from hdkd_lightning.deploy import deploy_student
 
-__all__ = ["run_inference", "deploy_tolerance", "ONNX_MODELS"]
+__all__ = ["run_inference", "deploy_tolerance", "export_parity", "ONNX_MODELS"]
 
 
 def _inference_models(cfg: BenchConfig) -> Dict[str, Tuple[nn.Module, nn.Module]]:
@@ -118,3 +118,31 @@ def deploy_tolerance(image_size: int = 64, seed: int = 0) -> dict:
                 memory_format=torch.channels_last)).float()
             out["max_abs_diff_bf16"] = float((ref - bf).abs().max())
     return out
+
+
+def export_parity(image_size: int = 64, seed: int = 0, images: int = 8) -> List[dict]:
+    """Largest |logit difference| of each HDKD network's ONNX and pt2 exports (the exporter of
+    ``hdkd-export``) against the network as trained, on random inputs of a batch size other than
+    the traced one (so the dynamic batch axis is exercised)."""
+    import tempfile
+
+    import timm
+
+    import hdkd_lightning  # noqa: F401  (registers the networks)
+    from hdkd_lightning.deploy.export import exported_program, max_logit_diff, run_onnx, write_onnx
+
+    torch.manual_seed(seed)
+    x = torch.randn(images, 3, image_size, image_size)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hdkd-bench-parity-") as work:
+        for name in ("hdkd_teacher", "hdkd_student", "hdkd_student_distilled"):
+            net = timm.create_model(name, num_classes=NUM_CLASSES, img_size=image_size).eval()
+            with torch.no_grad():
+                ref = net(x)
+                program = exported_program(net, x[:2])
+                pt2 = program.module()(x)
+            write_onnx(program, f"{work}/{name}.onnx")
+            rows.append({"model": name, "image_size": image_size, "images": images,
+                         "onnx_max_abs_logit_diff": max_logit_diff(run_onnx(f"{work}/{name}.onnx", x), ref),
+                         "pt2_max_abs_logit_diff": max_logit_diff(pt2, ref)})
+    return rows

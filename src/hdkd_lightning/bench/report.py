@@ -114,6 +114,9 @@ def print_report(res: dict) -> None:
         con.print(t)
     if res.get("deploy_tolerance"):
         con.print(f"deployed HDKD vs trained model: {res['deploy_tolerance']}")
+    for row in res.get("export_parity", []):
+        con.print(f"export parity, {row['model']} at {row['image_size']} px: max |logit diff| ONNX "
+                  f"{row['onnx_max_abs_logit_diff']:.2g}, pt2 {row['pt2_max_abs_logit_diff']:.2g}")
     pipe = res.get("pipeline")
     if pipe:
         if pipe.get("status") != "ok":
@@ -134,7 +137,9 @@ def print_report(res: dict) -> None:
         for c in ("target", "value", "goal", "met"):
             t.add_column(c)
         for r in res["targets"]:
-            t.add_row(r["target"], _fmt(r["value"], 2), r["goal"], "yes" if r["met"] else "NO")
+            v = r["value"]
+            shown = f"{v:.2g}" if isinstance(v, float) and 0 < abs(v) < 0.01 else _fmt(v, 2)  # parity figures
+            t.add_row(r["target"], shown, r["goal"], "yes" if r["met"] else "NO")
         con.print(t)
 
 
@@ -176,6 +181,11 @@ def targets(res: dict) -> List[dict]:
         v = inf["deit_tiny_distilled_patch16_224"]["latency_b1_ms"] / inf["hdkd (onnxruntime int8)"]["latency_b1_ms"]
         out.append({"target": "deit-tiny PyTorch fp32 / HDKD onnxruntime int8, batch-1 latency", "value": v,
                     "goal": ">= 1.0", "met": v >= 1.0})
+    parity = res.get("export_parity") or []
+    if parity:
+        worst = max(max(r["onnx_max_abs_logit_diff"], r["pt2_max_abs_logit_diff"]) for r in parity)
+        out.append({"target": "ONNX and pt2 export parity, all three networks (max |logit diff|)", "value": worst,
+                    "goal": "< 1e-4", "met": worst < 1e-4})
     pipe = res.get("pipeline") or {}
     if "cache_train_vs_step" in pipe:
         out.append({"target": f"cache img/s per worker / step img/s ({pipe.get('image_size')} px)",

@@ -146,6 +146,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "inference" in sections:
         res["inference"] = inference.run_inference(cfg)
         res["deploy_tolerance"] = inference.deploy_tolerance(32 if args.tiny else 64, cfg.seed)
+        res["export_parity"] = inference.export_parity(cfg.infer_size, cfg.seed)
     if "pipeline" in sections:
         size, batch = cfg.distill_sizes[-1]
         res["pipeline"] = suite.run_pipeline(cfg, step_img_s.get((size, batch)), image_size=size)
