@@ -7,6 +7,7 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 from tests.app.conftest import TINY
 
@@ -35,6 +36,13 @@ def test_a_training_run_leaves_every_artefact_and_curves_over_a_resume(runner):
     assert {"sensitivity", "specificity", "ppv", "npv"} <= set(metrics["per_class"]["class_0"])
 
 
+def _plain_ece(probs, labels, bins=15):
+    conf, pred = probs.max(1), probs.argmax(1)
+    which = np.clip(np.floor(conf * bins).astype(int), 0, bins - 1)  # bins [k/15, (k+1)/15), 1.0 in the last
+    return sum(abs((pred[which == k] == labels[which == k]).mean() - conf[which == k].mean()) * (which == k).mean()
+               for k in range(bins) if (which == k).any())
+
+
 def test_calibration_is_fitted_on_val_stored_and_used_by_predict(runner, folder_runs, image_folder, tmp_path):
     ckpt = tmp_path / "hdkd.ckpt"
     shutil.copy(folder_runs["hdkd"], ckpt)
@@ -49,6 +57,17 @@ def test_calibration_is_fitted_on_val_stored_and_used_by_predict(runner, folder_
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     cal = metrics["calibration"]
     assert cal["temperature"] == pytest.approx(t) and "ece_uncalibrated" in cal
+    # both ECEs against a plain numpy computation on the written predictions (15 equal-width bins)
+    with open(eval_dir / "predictions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    names = [k[len("prob_"):] for k in rows[0] if k.startswith("prob_")]
+    probs = np.array([[float(r[f"prob_{n}"]) for n in names] for r in rows])
+    labels = np.array([names.index(r["label"]) for r in rows])
+    with np.errstate(divide="ignore"):  # a probability that underflowed to 0 stays 0
+        uncalibrated = np.exp(t * np.log(probs))  # p = softmax(z / T)  =>  softmax(z) = softmax(T log p)
+    uncalibrated /= uncalibrated.sum(1, keepdims=True)
+    assert cal["ece"] == pytest.approx(_plain_ece(probs, labels), abs=2e-6)
+    assert cal["ece_uncalibrated"] == pytest.approx(_plain_ece(uncalibrated, labels), abs=2e-5)
     assert metrics["temperature_fit"]["val_ece_after"] <= metrics["temperature_fit"]["val_ece_before"] + 1e-9
     out = tmp_path / "pred.csv"
     runner.run("predict", [f"ckpt_path={ckpt}", f"input={image_folder / 'test'}", f"output={out}"])
