@@ -115,11 +115,12 @@ def test_predict_with_each_backend_equals_eval(runner, folder_runs, hdkd_exports
     runner.run("evaluate", [f"ckpt_path={ckpt}", "data=image_folder", f"data.root={image_folder}",
                             "data.num_workers=0", "trainer=cpu", f"hydra.run.dir={eval_dir}"])
     reference = _probs(eval_dir / "predictions.csv")
-    for model in (ckpt, hdkd_exports["onnx"], hdkd_exports["pt2"]):
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    for model, device in ((ckpt, "cpu"), (hdkd_exports["onnx"], "cpu"), (hdkd_exports["pt2"], "auto")):
         out = tmp_path / f"pred_{model.suffix[1:]}.csv"
         summary = tmp_path / f"pred_{model.suffix[1:]}.json"
         runner.run("predict", [f"ckpt_path={model}", f"input={image_folder / 'test'}", f"output={out}",
-                               "device=cpu", "topk=2", f"json={summary}", "batch_size=5"])
+                               f"device={device}", "topk=2", f"json={summary}", "batch_size=5"])
         got = _probs(out)
         assert set(got) == set(reference) and len(got) == 18
         for path, probs in reference.items():
@@ -129,6 +130,7 @@ def test_predict_with_each_backend_equals_eval(runner, folder_runs, hdkd_exports
         assert row["top1"] == row["predicted"] and float(row["top1_prob"]) >= float(row["top2_prob"])
         info = json.loads(summary.read_text())
         assert info["summary"]["images"] == 18 and 0 <= info["summary"]["outside_network_share"] <= 1
+        assert info["summary"]["device"].startswith(auto if device == "auto" else device)
         assert len(info["predictions"][0]["top"]) == 2
 
 
