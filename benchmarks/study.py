@@ -154,7 +154,8 @@ def save_state(args, jobs: List[Job], started: float) -> None:
             "jobs": {j.name: {"status": j.status, "seconds_this_invocation": j.seconds} for j in jobs}}
     path = args.out / "study.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
-    data["history"] = old.get("history", []) + ([old["invocation"]] if "invocation" in old else [])
+    previous = old.get("invocation")  # an earlier invocation's record goes to the history once
+    data["history"] = old.get("history", []) + ([previous] if previous and previous["started"] != data["started"] else [])
     data["invocation"] = {"started": data["started"], "wall_seconds": data["wall_seconds_this_invocation"],
                           "ran": {j.name: j.seconds for j in jobs if j.seconds}}
     tmp = path.with_suffix(".tmp")
