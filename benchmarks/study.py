@@ -102,7 +102,9 @@ def build_jobs(args) -> List[Job]:
                     if needs_teacher:
                         overrides.append(f"model.teacher.ckpt_path={args.out / 'runs' / teacher / 'checkpoints' / 'best.ckpt'}")
                     jobs.append(Job(name, args.out / "runs" / name, overrides, teacher if needs_teacher else None))
-                    if model == "teacher" and args.recipe_check and seed == args.seeds[0]:
+                    # seed 0 only (not the first seed listed): `--seeds 2` after a cut-off study must
+                    # not train a second recipe check
+                    if model == "teacher" and args.recipe_check and seed == 0:
                         label, prefix, extra = RECIPE_CHECK  # right after the teacher: the choice is seen early
                         name = f"{base}/{label}/seed{seed}"
                         jobs.append(Job(name, args.out / "runs" / name,

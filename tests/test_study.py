@@ -56,6 +56,14 @@ def test_grid_is_dataset_major_and_each_distillation_uses_its_own_teacher(study,
     assert "data.train_per_class=50" in by_name["brain-n50/student/seed1"].overrides
 
 
+def test_recipe_check_is_trained_for_seed_0_only_whatever_the_seed_order(study, tmp_path):
+    later = [j.name for j in study.build_jobs(_args(tmp_path, datasets=["brain"], seeds=[2]))]
+    assert later == ["brain-n150/teacher/seed2", "brain-n150/student/seed2", "brain-n150/hdkd/seed2",
+                     "brain-n150/logit_only/seed2"]
+    reordered = [j.name for j in study.build_jobs(_args(tmp_path, datasets=["brain"], seeds=[2, 0]))]
+    assert [n for n in reordered if "adam_constant" in n] == ["brain-n150/teacher_adam_constant/seed0"]
+
+
 class _FakeTrain:
     """Stands in for ``hdkd-train``: records the command, writes what a finished run writes."""
 
