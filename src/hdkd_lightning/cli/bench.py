@@ -86,8 +86,16 @@ def _config(args: argparse.Namespace, log):
         cfg.default_alloc_warmup, cfg.default_alloc_repeats = 0, 1
         cfg.matmul_n, cfg.profile_size = 512, (32, 2)
     if args.infer_size:
-        if args.infer_size % 32:
-            raise SystemExit(f"hdkd-bench: --infer-size {args.infer_size}: the networks need a multiple of 32")
+        import inspect
+
+        from hdkd_lightning.models import HdkdStudent, valid_image_sizes  # the models' own size rule
+
+        # the student (DFLT patches on the stage-4 grid) is the stricter of the two networks
+        patch = inspect.signature(HdkdStudent).parameters["patch_size"].default
+        valid = valid_image_sizes(patch_size=patch, upto=max(args.infer_size, 256))
+        if args.infer_size not in valid:
+            raise SystemExit(f"hdkd-bench: --infer-size {args.infer_size}: the networks take multiples of "
+                             f"{valid[0]} ({', '.join(map(str, valid[:8]))}, ...)")
         cfg.infer_size = args.infer_size
     if args.repeats:
         cfg.repeats = args.repeats
