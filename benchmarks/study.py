@@ -156,8 +156,13 @@ def save_state(args, jobs: List[Job], started: float) -> None:
             "jobs": {j.name: {"status": j.status, "seconds_this_invocation": j.seconds} for j in jobs}}
     path = args.out / "study.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
-    previous = old.get("invocation")  # an earlier invocation's record goes to the history once
-    data["history"] = old.get("history", []) + ([previous] if previous and previous["started"] != data["started"] else [])
+    # one record per invocation (keyed by its start), the latest write winning: a record written
+    # again, or by two drivers sharing one --out, replaces the earlier one instead of piling up
+    records = {h["started"]: h for h in old.get("history", [])}
+    if old.get("invocation"):
+        records[old["invocation"]["started"]] = old["invocation"]
+    records.pop(data["started"], None)
+    data["history"] = sorted(records.values(), key=lambda h: h["started"])
     data["invocation"] = {"started": data["started"], "wall_seconds": data["wall_seconds_this_invocation"],
                           "ran": {j.name: j.seconds for j in jobs if j.seconds}}
     tmp = path.with_suffix(".tmp")

@@ -102,3 +102,20 @@ def test_finished_runs_are_skipped_checkpointed_ones_resume_and_empty_ones_resta
     (aside,) = (args.out / "aside").iterdir()  # kept, but out of runs/ so that the report ignores it
     assert (aside / "train.log").is_file() and aside.name.startswith("brain-n150__hdkd__seed0.partial-")
     assert not list((args.out / "runs").rglob("*.partial-*"))
+
+
+def test_study_json_keeps_one_record_per_invocation(study, tmp_path):
+    args = _args(tmp_path, datasets=["brain"], seeds=[0], recipe_check=False, models=["teacher"])
+    args.out.mkdir(parents=True)
+    (job,) = study.build_jobs(args)
+    earlier = {"started": "2026-01-01T00:00:00+00:00", "wall_seconds": 5.0, "ran": {}}
+    # a file written by an older driver: the same invocation recorded after every run
+    (args.out / "study.json").write_text(json.dumps({
+        "history": [dict(earlier, wall_seconds=1.0), earlier], "invocation": earlier}))
+    job.seconds = [3.0]
+    for _ in range(3):  # every finished run writes the file again
+        study.save_state(args, [job], started=1.0e9)
+    data = json.loads((args.out / "study.json").read_text())
+    assert data["history"] == [earlier]
+    assert data["invocation"]["ran"] == {job.name: [3.0]}
+    assert data["jobs"][job.name]["seconds_this_invocation"] == [3.0]
