@@ -19,7 +19,9 @@ the ``recipe=cpu64`` config, then ``hdkd-report`` over all runs (``<out>/report/
 Resumable: each run lives in ``<out>/runs/<dataset>-n<size>/<model>/seed<k>/``. A run whose
 ``run.json`` says ``completed`` is skipped; one with ``checkpoints/last.ckpt`` continues from it
 (``ckpt_path=<that file>``); a run folder without a checkpoint is moved aside
-(``<out>/aside/*.partial-<time>``) and started again. Kill the study at any moment and run the same command.
+(``<out>/aside/*.partial-<time>``) and started again. Stop the study at any moment (Ctrl-C, or
+``kill`` / a scheduler's SIGTERM to the driver): it terminates its runs, records how long each had
+trained in ``study.json``, and exits 130; run the same command to continue.
 
 ``--jobs 2`` (default) trains two runs at a time with one thread each: on the 2-core machines
 this project is measured on that trained 10-30% more images per second than one run with two
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -67,6 +70,8 @@ class Job:
     needs: Optional[str] = None  # name of the teacher job
     status: str = "pending"
     seconds: List[float] = field(default_factory=list)
+    started: Optional[float] = None  # while it trains
+    proc: Optional[subprocess.Popen] = None
 
 
 def run_state(run_dir: Path) -> str:
@@ -136,17 +141,45 @@ def run_job(job: Job, args, lock: threading.Lock) -> str:
     cmd = [sys.executable, "-m", "hdkd_lightning.cli.train", *overrides]
     with lock:
         print(f"[{datetime.now():%H:%M:%S}] {what}: {job.name}", flush=True)
-    t0 = time.time()
+    job.started = time.time()
     with open(log_file, "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    job.seconds.append(round(time.time() - t0, 1))
+        job.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        code = job.proc.wait()
+    with lock:  # an interrupted study records the time itself (stop_running); count it once
+        if job.started is not None:
+            job.seconds.append(round(time.time() - job.started, 1))
+            job.started = None
+        if job.status == "interrupted":
+            return "interrupted"
     status = run_state(job.run_dir) if code == 0 else "failed"
     with lock:
         print(f"[{datetime.now():%H:%M:%S}] {status} ({job.seconds[-1] / 60:.1f} min): {job.name}"
               + ("" if code == 0 else f"  exit {code}, see {log_file}"), flush=True)
     return status
+
+
+def stop_running(jobs: List[Job], lock: threading.Lock) -> List[str]:
+    """Stop the training processes of an interrupted study and record how long each had trained.
+
+    Each run keeps its ``last.ckpt``, so the next invocation resumes it.
+    """
+    names = []
+    for job in jobs:
+        with lock:
+            job.status = "interrupted"
+            if job.started is not None:
+                job.seconds.append(round(time.time() - job.started, 1))
+                job.started = None
+        if job.proc is not None and job.proc.poll() is None:
+            job.proc.terminate()  # the run saves nothing more; its last.ckpt is where it resumes
+            try:
+                job.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                job.proc.kill()
+        names.append(job.name)
+    return names
 
 
 def save_state(args, jobs: List[Job], started: float) -> None:
@@ -226,7 +259,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if j.status == "completed":
             print(f"done already: {j.name}")
     running: Dict[Future, Job] = {}
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    # SIGTERM (kill, a batch scheduler's time limit) stops the study like Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    try:
         while pending or running:
             for job in list(pending):
                 if len(running) >= args.jobs:
@@ -255,6 +291,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                     job.status = "failed"
                     print(f"failed to run {job.name}: {exc!r}", flush=True)
             save_state(args, jobs, started)
+    except KeyboardInterrupt:
+        stopped = stop_running(list(running.values()), lock)
+        save_state(args, jobs, started)
+        print(f"study stopped; {', '.join(stopped) or 'no run'} interrupted (recorded in study.json). "
+              "Run the same command to continue: finished runs are skipped, the rest resume.", flush=True)
+        pool.shutdown(wait=False, cancel_futures=True)
+        return 130
+    pool.shutdown()
     save_state(args, jobs, started)
     failed = [j.name for j in jobs if j.status != "completed"]
     print(f"study: {len(jobs) - len(failed)} of {len(jobs)} runs completed in "

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from argparse import Namespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -70,18 +74,33 @@ class _FakeTrain:
     def __init__(self):
         self.commands = []
 
-    def __call__(self, cmd, stdout=None, stderr=None, env=None):
+    def __call__(self, cmd, stdout=None, stderr=None, env=None):  # subprocess.Popen
         self.commands.append(cmd)
         run_dir = Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1])
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "run.json").write_text(json.dumps({"status": "completed"}))
-        return 0
+        return SimpleNamespace(wait=lambda timeout=None: 0, poll=lambda: 0)
+
+
+class _TrainUntilStopped:
+    """Stands in for ``hdkd-train`` processes that train until they are terminated."""
+
+    def __init__(self):
+        self.procs = []
+
+    def __call__(self, cmd, stdout=None, stderr=None, env=None):
+        stopped = threading.Event()
+        proc = SimpleNamespace(cmd=cmd, stopped=stopped, terminate=stopped.set, kill=stopped.set,
+                               poll=lambda: -15 if stopped.is_set() else None,
+                               wait=lambda timeout=None: -15 if stopped.wait(timeout) else None)
+        self.procs.append(proc)
+        return proc
 
 
 def test_finished_runs_are_skipped_checkpointed_ones_resume_and_empty_ones_restart(study, tmp_path, monkeypatch):
     args = _args(tmp_path, datasets=["brain"], seeds=[0], recipe_check=False, models=["teacher", "student", "hdkd"])
     fake = _FakeTrain()
-    monkeypatch.setattr(subprocess, "call", fake)
+    monkeypatch.setattr(subprocess, "Popen", fake)
     teacher, student, hdkd = study.build_jobs(args)
     lock = threading.Lock()
 
@@ -119,3 +138,32 @@ def test_study_json_keeps_one_record_per_invocation(study, tmp_path):
     assert data["history"] == [earlier]
     assert data["invocation"]["ran"] == {job.name: [3.0]}
     assert data["jobs"][job.name]["seconds_this_invocation"] == [3.0]
+
+
+def test_a_stopped_study_terminates_its_runs_and_records_their_time(study, tmp_path, monkeypatch):
+    (tmp_path / "data" / "brain_tumor_mri").mkdir(parents=True)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0))  # image cache
+    fake = _TrainUntilStopped()
+    monkeypatch.setattr(subprocess, "Popen", fake)
+
+    def kill_when_both_train():
+        while len(fake.procs) < 2:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill <driver>` or a scheduler's time limit does
+
+    previous = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=kill_when_both_train, daemon=True).start()
+    try:
+        code = study.main(["--root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--datasets", "brain",
+                           "--seeds", "0", "--models", "teacher", "student", "hdkd", "--jobs", "2"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 130
+    assert len(fake.procs) == 2 and all(p.stopped.is_set() for p in fake.procs)  # hdkd never started
+    data = json.loads((tmp_path / "out" / "study.json").read_text())
+    ran = data["invocation"]["ran"]
+    assert set(ran) == {"brain-n150/teacher/seed0", "brain-n150/student/seed0"}
+    assert all(len(secs) == 1 and secs[0] >= 0.2 for secs in ran.values())  # recorded once each
+    assert data["jobs"]["brain-n150/teacher/seed0"]["status"] == "interrupted"
+    assert data["jobs"]["brain-n150/hdkd/seed0"]["status"] == "absent"  # not started: nothing on disk
