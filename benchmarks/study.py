@@ -148,9 +148,7 @@ def run_job(job: Job, args, lock: threading.Lock) -> str:
         job.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         code = job.proc.wait()
     with lock:  # an interrupted study records the time itself (stop_running); count it once
-        if job.started is not None:
-            job.seconds.append(round(time.time() - job.started, 1))
-            job.started = None
+        _record_time(job)
         if job.status == "interrupted":
             return "interrupted"
     status = run_state(job.run_dir) if code == 0 else "failed"
@@ -158,6 +156,13 @@ def run_job(job: Job, args, lock: threading.Lock) -> str:
         print(f"[{datetime.now():%H:%M:%S}] {status} ({job.seconds[-1] / 60:.1f} min): {job.name}"
               + ("" if code == 0 else f"  exit {code}, see {log_file}"), flush=True)
     return status
+
+
+def _record_time(job: Job) -> None:
+    """Add the time since the job started to its record, once (the caller holds the lock)."""
+    if job.started is not None:
+        job.seconds.append(round(time.time() - job.started, 1))
+        job.started = None
 
 
 def stop_running(jobs: List[Job], lock: threading.Lock) -> List[str]:
@@ -169,9 +174,7 @@ def stop_running(jobs: List[Job], lock: threading.Lock) -> List[str]:
     for job in jobs:
         with lock:
             job.status = "interrupted"
-            if job.started is not None:
-                job.seconds.append(round(time.time() - job.started, 1))
-                job.started = None
+            _record_time(job)
         if job.proc is not None and job.proc.poll() is None:
             job.proc.terminate()  # the run saves nothing more; its last.ckpt is where it resumes
             try:
