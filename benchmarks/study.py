@@ -15,6 +15,9 @@ the ``recipe=cpu64`` config, then ``hdkd-report`` over all runs (``<out>/report/
   subset, augmentation and batch order.
 * ``--recipe-check`` also trains, for seed 0, the teacher with the original recipe (Adam 1e-3,
   constant learning rate): the "before" of the recipe choice, judged on validation only.
+* ``--teacher-check`` also trains, for seed 0, a teacher for twice the epochs (60) and the HDKD
+  student distilled from it (the student's own recipe unchanged): does a stronger teacher make a
+  better student? Judged on validation only.
 
 Resumable: each run lives in ``<out>/runs/<dataset>-n<size>/<model>/seed<k>/``. A run whose
 ``run.json`` says ``completed`` is skipped; one with ``checkpoints/last.ckpt`` continues from it
@@ -57,8 +60,13 @@ MODELS = {
     "hdkd": ("distill", [], True),
     "logit_only": ("distill", ["model.loss.lambda_feat=0"], True),
 }
-RECIPE_CHECK = ("teacher_adam_constant", "teacher",
-                ["model.optimizer._target_=torch.optim.Adam", "model.optimizer.weight_decay=0.0", "model.scheduler=null"])
+# extra seed-0 runs: option -> [(label, experiment prefix, extra overrides, label of its teacher or None)]
+CHECKS = {
+    "recipe_check": [("teacher_adam_constant", "teacher", ["model.optimizer._target_=torch.optim.Adam",
+                                                           "model.optimizer.weight_decay=0.0", "model.scheduler=null"], None)],
+    "teacher_check": [("teacher_e60", "teacher", ["trainer.max_epochs=60"], None),
+                      ("hdkd_teacher_e60", "distill", [], "teacher_e60")],
+}
 COMMON = ["recipe=cpu64", "data.split_seed=0", "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
 
 
@@ -92,29 +100,34 @@ def build_jobs(args) -> List[Job]:
     # dataset by dataset, then seed by seed: a study cut off early has every seed of the first
     # dataset (a mean and a std) rather than one seed of each
     for ds in args.datasets:
-        suffix, data_overrides, default_sizes = DATASETS[ds]
+        _, data_overrides, default_sizes = DATASETS[ds]
         for seed in args.seeds:
             for size in args.sizes.get(ds, default_sizes):
                 base = f"{ds}-n{size}"
                 common = [*COMMON, *[o.format(root=args.root) for o in data_overrides], f"data.train_per_class={size}",
                           f"seed={seed}", f"data.seed={seed}"]
-                teacher = f"{base}/teacher/seed{seed}"
                 for model in args.models:
                     prefix, extra, needs_teacher = MODELS[model]
-                    name = f"{base}/{model}/seed{seed}"
-                    overrides = [f"experiment={prefix}_{suffix}", *common, *extra,
-                                 f"task_name=study_{ds}_{model}"]
-                    if needs_teacher:
-                        overrides.append(f"model.teacher.ckpt_path={args.out / 'runs' / teacher / 'checkpoints' / 'best.ckpt'}")
-                    jobs.append(Job(name, args.out / "runs" / name, overrides, teacher if needs_teacher else None))
+                    jobs.append(_job(args, ds, base, seed, common, model, prefix, extra,
+                                     "teacher" if needs_teacher else None))
                     # seed 0 only (not the first seed listed): `--seeds 2` after a cut-off study must
-                    # not train a second recipe check
-                    if model == "teacher" and args.recipe_check and seed == 0:
-                        label, prefix, extra = RECIPE_CHECK  # right after the teacher: the choice is seen early
-                        name = f"{base}/{label}/seed{seed}"
-                        jobs.append(Job(name, args.out / "runs" / name,
-                                        [f"experiment={prefix}_{suffix}", *common, *extra, f"task_name=study_{ds}_{label}"]))
+                    # not train a second check; right after the teacher, so that the choice is seen early
+                    if model == "teacher" and seed == 0:
+                        for option, runs in CHECKS.items():
+                            if getattr(args, option, False):
+                                jobs.extend(_job(args, ds, base, seed, common, *run) for run in runs)
     return jobs
+
+
+def _job(args, ds: str, base: str, seed: int, common: List[str], label: str, prefix: str, extra: List[str],
+         teacher_label: Optional[str]) -> Job:
+    """The run ``<base>/<label>/seed<seed>``, distilled from ``<base>/<teacher_label>/seed<seed>`` if given."""
+    name = f"{base}/{label}/seed{seed}"
+    overrides = [f"experiment={prefix}_{DATASETS[ds][0]}", *common, *extra, f"task_name=study_{ds}_{label}"]
+    teacher = f"{base}/{teacher_label}/seed{seed}" if teacher_label else None
+    if teacher:
+        overrides.append(f"model.teacher.ckpt_path={args.out / 'runs' / teacher / 'checkpoints' / 'best.ckpt'}")
+    return Job(name, args.out / "runs" / name, overrides, teacher)
 
 
 def run_job(job: Job, args, lock: threading.Lock) -> str:
@@ -219,6 +232,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="training images per class, e.g. brain=150,50 ham10000=100")
     parser.add_argument("--recipe-check", action="store_true",
                         help="also train the seed-0 teacher with the original recipe (constant Adam 1e-3)")
+    parser.add_argument("--teacher-check", action="store_true",
+                        help="also train a seed-0 teacher for 60 epochs and the HDKD student distilled from it")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")

@@ -68,6 +68,21 @@ def test_recipe_check_is_trained_for_seed_0_only_whatever_the_seed_order(study, 
     assert [n for n in reordered if "adam_constant" in n] == ["brain-n150/teacher_adam_constant/seed0"]
 
 
+def test_teacher_check_distils_a_seed_0_student_from_the_longer_trained_teacher(study, tmp_path):
+    jobs = study.build_jobs(_args(tmp_path, datasets=["ham10000"], seeds=[0, 1], recipe_check=False,
+                                  teacher_check=True))
+    names = [j.name for j in jobs]
+    assert names[:3] == ["ham10000-n100/teacher/seed0", "ham10000-n100/teacher_e60/seed0",
+                         "ham10000-n100/hdkd_teacher_e60/seed0"]
+    assert not [n for n in names if "e60" in n and n.endswith("seed1")]
+    by_name = {j.name: j for j in jobs}
+    long_teacher, student = by_name["ham10000-n100/teacher_e60/seed0"], by_name["ham10000-n100/hdkd_teacher_e60/seed0"]
+    assert "trainer.max_epochs=60" in long_teacher.overrides and "experiment=teacher_ham10000" in long_teacher.overrides
+    assert student.needs == long_teacher.name and "experiment=distill_ham10000" in student.overrides
+    assert f"model.teacher.ckpt_path={long_teacher.run_dir / 'checkpoints' / 'best.ckpt'}" in student.overrides
+    assert not any(o.startswith("trainer.max_epochs") for o in student.overrides)  # the student's recipe is unchanged
+
+
 class _FakeTrain:
     """Stands in for ``hdkd-train``: records the command, writes what a finished run writes."""
 
