@@ -107,18 +107,19 @@ def test_optuna_searches_a_student_and_refuses_keys_it_does_not_have(runner):
 
 # -- hdkd-report ---------------------------------------------------------------------------------
 
-def _fake_run(root, name, model, seed, bal_acc, status="completed", lam=10.0, size=150, source="brain_tumor"):
+def _fake_run(root, name, model, seed, bal_acc, status="completed", lam=10.0, size=150, source="brain_tumor",
+              teacher_ckpt=None, epochs=30):
     from omegaconf import OmegaConf
 
     run = root / name
     run.mkdir(parents=True)
     model_cfg = ({"_target_": "hdkd_lightning.lit.distill.DistillModule", "loss": {"lambda_feat": lam, "kind": "soft"},
-                  "teacher": {"ckpt_path": f"/somewhere/{seed}.ckpt"}}
+                  "teacher": {"ckpt_path": str(teacher_ckpt or f"/somewhere/{seed}.ckpt")}}
                  if model == "distill" else
                  {"_target_": "hdkd_lightning.lit.teacher.TeacherModule", "net": {"arch": f"hdkd_{model}"}})
     cfg = {"seed": seed, "task_name": f"t_{model}_{seed}", "data": {"source": source, "seed": seed, "train_per_class": size,
                                                                      "root": "/data"}, "model": model_cfg,
-           "paths": {"output_dir": str(run)}}
+           "trainer": {"max_epochs": epochs}, "paths": {"output_dir": str(run)}}
     OmegaConf.save(OmegaConf.create(cfg), run / "config_resolved.yaml")
     (run / "run.json").write_text(json.dumps({"status": status, "best_score": bal_acc + 0.01,
                                               **({"error": "boom"} if status == "failed" else {})}))
@@ -170,6 +171,34 @@ def test_report_labels_settings_that_differ_within_a_model(tmp_path):
     report = build_comparison([load_run(d) for d in find_runs([tmp_path])], with_cost=False)
     assert [r["model"] for r in report["rows"]] == ["hdkd lambda_feat=1", "hdkd lambda_feat=10"]
     assert [r["n"] for r in report["rows"]] == [2, 2]
+
+
+def test_report_tells_distillations_from_different_teachers_apart(tmp_path):
+    from hdkd_lightning.evaluation.comparison import build_comparison, find_runs, load_run, write_comparison
+
+    study = tmp_path / "study"
+    for seed in (0, 1):
+        for teacher, epochs in (("teacher", 30), ("teacher_e60", 60)):
+            _fake_run(study, f"{teacher}/seed{seed}", "teacher", seed, 0.6, epochs=epochs)
+            # the distillation runs record where the teacher was trained (not where it is now): copied run
+            # folders are matched by their last folder names
+            student = "hdkd" if teacher == "teacher" else "hdkd_teacher_e60"
+            _fake_run(study, f"{student}/seed{seed}", "distill", seed, 0.7 if epochs == 30 else 0.8,
+                      teacher_ckpt=f"/trained/elsewhere/{teacher}/seed{seed}/checkpoints/best.ckpt")
+    report = build_comparison([load_run(d) for d in find_runs([study])], with_cost=False)
+    rows = {r["model"]: r for r in report["rows"]}
+    assert set(rows) == {"teacher max_epochs=30", "teacher max_epochs=60",
+                         "hdkd teacher.max_epochs=30", "hdkd teacher.max_epochs=60"}
+    assert rows["hdkd teacher.max_epochs=60"]["n"] == 2 and rows["hdkd teacher.max_epochs=60"]["balanced_accuracy_mean"] == 0.8
+    assert report["repeated_seeds"] == []
+
+    # without the teachers' folders the report cannot tell the two apart: it says so instead of averaging quietly
+    runs = [load_run(d) for d in find_runs([study / "hdkd", study / "hdkd_teacher_e60"])]
+    report = build_comparison(runs, with_cost=False)
+    assert [r["n"] for r in report["rows"]] == [4]
+    assert report["repeated_seeds"] == ["brain_tumor, train 150/class | hdkd"]
+    write_comparison(report, tmp_path / "out")
+    assert "two runs of one seed" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_report_on_real_runs_counts_parameters_and_flops(runner, teacher_run, tmp_path):

@@ -16,6 +16,14 @@ worker options, ``task_name``, tags; :data:`IGNORED`). Each row is labelled by
   ``feature-only`` (``model.loss.kind=none``), followed by the settings that differ between
   rows of the same model in the same panel (e.g. ``lambda_feat=3``).
 
+A distillation run is also told apart by its **teacher**: the settings that differ between the
+teachers of the runs compared (e.g. one trained for 60 epochs, the others for 30) become its
+settings ``teacher.<key>`` (label ``teacher.max_epochs=60``). The teacher's run is the folder
+holding the run's ``model.teacher.resolved.path`` (else ``model.teacher.ckpt_path``), or, for run
+folders copied elsewhere, the run among those given whose last folders match it
+(``<model>/seed<k>`` at least). A row never silently averages two runs of one seed: such a row
+is named under the table (its runs differ in something the report cannot see).
+
 Per row: ``n`` (completed runs), mean and sample standard deviation (``ddof=1``; empty for
 n = 1) of test accuracy, balanced accuracy, macro F1 and macro AUROC, the validation score the
 best epoch was chosen on, the deployed network's parameters and inference GFLOPs per image
@@ -64,6 +72,7 @@ class RunResult:
     best_val: Optional[float] = None
     seed: Any = None
     error: str = ""
+    teacher_checkpoint: Optional[str] = None  # distillation runs: the teacher's file, as recorded
 
     @property
     def usable(self) -> bool:
@@ -123,8 +132,48 @@ def load_run(run_dir: Path) -> RunResult:
     if status == "completed" and not metrics:
         status = "no metrics"
     best = state.data.get("best_score")
+    teacher = flat.get("model.teacher.resolved.path") or flat.get("model.teacher.ckpt_path")
     return RunResult(run_dir, status, settings, metrics, None if best is None else float(best),
-                     seed=(flat.get("seed"), flat.get("data.seed")), error=str(state.data.get("error") or ""))
+                     seed=(flat.get("seed"), flat.get("data.seed")), error=str(state.data.get("error") or ""),
+                     teacher_checkpoint=str(teacher) if teacher else None)
+
+
+def _teacher_run(run: RunResult, runs: Sequence[RunResult], loaded: Dict[Path, Optional[RunResult]]) -> Optional[RunResult]:
+    """The run that trained ``run``'s teacher: at its recorded place, or among ``runs`` by matching
+    trailing folder names (run folders copied elsewhere keep ``<model>/seed<k>``)."""
+    ckpt = Path(run.teacher_checkpoint)
+    teacher_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    for other in runs:
+        if other.run_dir == teacher_dir:
+            return other
+    best, best_len, tied = None, 1, False
+    for other in runs:
+        n = 0
+        while n < min(len(other.run_dir.parts), len(teacher_dir.parts)) and \
+                other.run_dir.parts[-1 - n] == teacher_dir.parts[-1 - n]:
+            n += 1
+        if n > best_len:
+            best, best_len, tied = other, n, False
+        elif n == best_len and best is not None:
+            tied = True
+    if best is not None and not tied:
+        return best
+    if teacher_dir not in loaded:
+        loaded[teacher_dir] = load_run(teacher_dir) if _is_run_dir(teacher_dir) else None
+    return loaded[teacher_dir]
+
+
+def _add_teacher_settings(runs: Sequence[RunResult]) -> None:
+    """Give each distillation run, as ``teacher.<key>``, the settings that differ between the teachers."""
+    loaded: Dict[Path, Optional[RunResult]] = {}
+    teachers = {id(r): _teacher_run(r, runs, loaded) for r in runs if r.teacher_checkpoint}
+    found = [t for t in teachers.values() if t is not None]
+    keys = sorted({k for t in found for k in t.settings})
+    varying = [k for k in keys if len({json.dumps(t.settings.get(k), default=str) for t in found}) > 1]
+    for r in runs:
+        teacher = teachers.get(id(r))
+        if teacher is not None:
+            r.settings.update({f"teacher.{k}": teacher.settings.get(k) for k in varying})
 
 
 def model_name(settings: Dict[str, Any]) -> str:
@@ -164,7 +213,10 @@ def _describe(varying: Sequence[str], settings: Dict[str, Any]) -> str:
         target = settings.get(node + "._target_")
         parts.append(f"{node.rsplit('.', 1)[-1]}={str(target).rsplit('.', 1)[-1] if target else 'none'}")
     rest = [k for k in varying if not any(k.startswith(n + ".") for n in swapped)]
-    parts += [f"{_short(k, rest)}={_value(settings.get(k))}" for k in rest]
+    own = [k for k in rest if not k.startswith("teacher.")]
+    of_teacher = [k[len("teacher."):] for k in rest if k.startswith("teacher.")]
+    parts += [f"{_short(k, own)}={_value(settings.get(k))}" for k in own]
+    parts += [f"teacher.{_short(k, of_teacher)}={_value(settings.get('teacher.' + k))}" for k in of_teacher]
     return " ".join(parts)
 
 
@@ -205,6 +257,7 @@ def _network_cost(run_dir: Path, cache: Dict[str, Tuple[int, float]]) -> Tuple[O
 
 def build_comparison(runs: List[RunResult], with_cost: bool = True) -> Dict[str, Any]:
     """Rows (one per group of runs that differ only in seed) and the runs left out."""
+    _add_teacher_settings(runs)
     usable = [r for r in runs if r.usable]
     keys = sorted({k for r in usable for k in r.settings})
     differing = [k for k in keys if len({json.dumps(r.settings.get(k), default=str) for r in usable}) > 1]
@@ -225,7 +278,8 @@ def build_comparison(runs: List[RunResult], with_cost: bool = True) -> Dict[str,
             described[g] = (panel, f"{name} {_describe(varying, s)}".strip())
 
     cost_cache: Dict[str, Tuple[int, float]] = {}
-    rows = []
+    rows: List[Dict[str, Any]] = []
+    repeated: List[str] = []  # rows holding two runs of one seed
     for gkey, members in groups.items():
         panel, label = described[gkey]
         members = sorted(members, key=lambda m: (str(m.seed[0]), str(m.run_dir)))
@@ -241,6 +295,8 @@ def build_comparison(runs: List[RunResult], with_cost: bool = True) -> Dict[str,
         row["gflops"] = gflops
         row["runs"] = [str(m.run_dir) for m in members]
         rows.append(row)
+        if len(set(row["seeds"])) < len(row["seeds"]):
+            repeated.append(f"{panel} | {label}")
 
     def order(row):
         name = row["model"].split(" ")[0]
@@ -248,7 +304,8 @@ def build_comparison(runs: List[RunResult], with_cost: bool = True) -> Dict[str,
 
     rows.sort(key=order)
     left_out = [{"run": str(r.run_dir), "status": r.status, "error": r.error} for r in runs if not r.usable]
-    return {"rows": rows, "left_out": left_out, "differing_settings": differing, "num_runs": len(runs)}
+    return {"rows": rows, "left_out": left_out, "differing_settings": differing, "num_runs": len(runs),
+            "repeated_seeds": repeated}
 
 
 def _pm(mean: Optional[float], std: Optional[float]) -> str:
@@ -271,6 +328,12 @@ def _markdown(report: Dict[str, Any]) -> str:
            f"{report['num_runs']} run(s); mean ± sample standard deviation over seeds (n per row). "
            f"Settings that differ between rows: {', '.join(report['differing_settings']) or 'none'}.", "",
            *lines, ""]
+    if report.get("repeated_seeds"):
+        out += ["## Rows with two runs of one seed", "",
+                "These runs agree on every setting the report reads, yet were trained twice with one seed: "
+                "they differ in something it cannot see (a teacher whose run folder is not among the runs given?).", ""]
+        out += [f"- {x}" for x in report["repeated_seeds"]]
+        out.append("")
     if report["left_out"]:
         out += ["## Not included (failed or unfinished)", ""]
         out += [f"- `{x['run']}`: {x['status']}" + (f" ({x['error']})" if x["error"] else "") for x in report["left_out"]]
