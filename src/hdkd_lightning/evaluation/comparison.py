@@ -143,24 +143,24 @@ def _teacher_run(run: RunResult, runs: Sequence[RunResult], loaded: Dict[Path, O
     trailing folder names (run folders copied elsewhere keep ``<model>/seed<k>``)."""
     ckpt = Path(run.teacher_checkpoint)
     teacher_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    for other in runs:
-        if other.run_dir == teacher_dir:
-            return other
-    best, best_len, tied = None, 1, False
-    for other in runs:
-        n = 0
-        while n < min(len(other.run_dir.parts), len(teacher_dir.parts)) and \
-                other.run_dir.parts[-1 - n] == teacher_dir.parts[-1 - n]:
-            n += 1
-        if n > best_len:
-            best, best_len, tied = other, n, False
-        elif n == best_len and best is not None:
-            tied = True
-    if best is not None and not tied:
-        return best
+    scored = [(_shared_tail(other.run_dir, teacher_dir), other) for other in runs]
+    longest = max((n for n, _ in scored), default=0)
+    matches = [other for n, other in scored if n == longest]
+    if longest >= 2 and len(matches) == 1:  # the run itself (whole path), or its copy
+        return matches[0]
     if teacher_dir not in loaded:
         loaded[teacher_dir] = load_run(teacher_dir) if _is_run_dir(teacher_dir) else None
     return loaded[teacher_dir]
+
+
+def _shared_tail(a: Path, b: Path) -> int:
+    """How many trailing folder names two paths share."""
+    n = 0
+    for x, y in zip(reversed(a.parts), reversed(b.parts)):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _add_teacher_settings(runs: Sequence[RunResult]) -> None:
