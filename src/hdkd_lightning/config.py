@@ -12,11 +12,9 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["register_resolvers", "print_config_tree", "ConfigError", "check_trainer_config", "hydra_choice"]
+from hdkd_lightning.errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the key and the fix."""
+__all__ = ["register_resolvers", "print_config_tree", "check_trainer_config", "hydra_choice"]
 
 
 def register_resolvers() -> None:
@@ -84,8 +82,11 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def check_trainer_config(trainer: DictConfig) -> None:
-    """Devices, precision and sweep/DDP combinations that cannot run, refused before training."""
+def check_trainer_config(trainer: DictConfig, nonfinite_loss: Optional[str] = None) -> None:
+    """Devices, precision and sweep/DDP combinations that cannot run, refused before training.
+
+    ``nonfinite_loss`` is the model's ``model.nonfinite_loss`` (None when nothing is trained).
+    """
     accel = str(trainer.get("accelerator", "auto"))
     devices = trainer.get("devices", 1)
     strategy = str(trainer.get("strategy", "auto"))
@@ -109,6 +110,12 @@ def check_trainer_config(trainer: DictConfig) -> None:
             raise ConfigError(f"trainer.precision={precision} needs a GPU; on CPU use trainer.precision=bf16-mixed "
                               f"or 32-true")
     multi = (n_dev is not None and n_dev > 1) or devices == -1 or "ddp" in strategy or trainer.get("num_nodes", 1) > 1
+    processes = _process_count(devices, n_dev, gpus if on_gpu else 1) * int(trainer.get("num_nodes", 1) or 1)
+    if nonfinite_loss == "skip" and processes > 1:
+        # a process that skips its step never joins the gradient all-reduce the others wait in: DDP hangs
+        raise ConfigError(f"model.nonfinite_loss=skip cannot run on {processes} processes (trainer.devices={devices}, "
+                          f"trainer.num_nodes={trainer.get('num_nodes', 1)}): a step skipped by one DDP process leaves the "
+                          f"others waiting for its gradients forever; use model.nonfinite_loss=error, or trainer.devices=1")
     if multi and is_multirun() and "spawn" not in strategy and not _slurm_task_per_device(n_dev, trainer):
         raise ConfigError(
             "a multirun sweep (-m) cannot use DDP with several processes here: Lightning starts each extra process by "
@@ -116,6 +123,19 @@ def check_trainer_config(trainer: DictConfig) -> None:
             "the sweep to SLURM with one task per device (hydra/launcher=slurm_gpu), or run one hdkd-train per "
             "setting (e.g. with torchrun / a job array) without -m"
         )
+
+
+def _process_count(devices, n_dev: Optional[int], all_devices: int) -> int:
+    """Training processes per node for ``trainer.devices`` as Lightning reads it: a count, a list of
+    device ids, "0,1", or -1 / "auto" (every visible GPU; one process on the CPU)."""
+    if n_dev is not None:
+        return all_devices if n_dev == -1 else n_dev
+    text = str(devices).strip()
+    if text in ("-1", "auto"):
+        return all_devices
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    return int(text) if text.isdigit() else 1
 
 
 def _slurm_task_per_device(n_dev, trainer: DictConfig) -> bool:

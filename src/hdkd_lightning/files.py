@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Union
 
-__all__ = ["atomic_write", "chmod_default", "publish", "write_json_atomic", "to_plain"]
+__all__ = ["atomic_write", "chmod_default", "publish", "write_json_atomic", "to_plain", "is_plain_setting", "sha256_file"]
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[IO], None], binary: bool = False) -> Path:
@@ -78,3 +79,22 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+def is_plain_setting(value: Any) -> bool:
+    """Whether a setting read from a file is plain data that nothing turns into code or a file read:
+    None, a bool, a number, a string without ``${...}`` (OmegaConf would resolve it), or a list of these."""
+    if isinstance(value, (list, tuple)):
+        return all(is_plain_setting(v) for v in value)
+    if isinstance(value, str):
+        return "${" not in value
+    return value is None or isinstance(value, (bool, int, float))
+
+
+def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (hex): how a checkpoint or an exported file is identified."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

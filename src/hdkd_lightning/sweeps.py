@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from hdkd_lightning.config import ConfigError
+from hdkd_lightning.errors import ConfigError
 
 __all__ = ["model_kind", "suggest_search_space", "resumed_seed"]
 

@@ -32,6 +32,9 @@ MISTAKES = [
                                                                                "hdkd_teacher", False),
     ("explain", [f"ckpt_path={MISSING}", "input=x", "output_dir=y"], "checkpoint not found: /nonexistent/best.ckpt",
      False),
+    # a value Hydra accepts but the DataModule cannot convert: not Hydra's "Error in call to target" wrapper
+    ("train", ["data=synthetic", "data.image_size=abc"], "data.image_size='abc' is not a whole number; pass a whole "
+                                                         "number, e.g. data.image_size=224", False),
 ]
 
 
@@ -54,7 +57,8 @@ def _in_process(command, args, monkeypatch, capsys):
 
 # mistakes in the command line itself, caught before Hydra starts a job: checked in this process
 PRECHECKED = [m for m in MISTAKES if m[0] in ("train", "evaluate", "predict") and not any(
-    a.startswith(("data.batch_size=-1", "data=isic2018", "trainer.devices", "split=", "input=/nonexistent"))
+    a.startswith(("data.batch_size=-1", "data=isic2018", "trainer.devices", "split=", "input=/nonexistent",
+                  "data.image_size=abc"))
     for a in m[1])]
 # mistakes found inside the job (data, values, files): run as a user runs them, in a subprocess
 IN_JOB = [m for m in MISTAKES if m not in PRECHECKED]
@@ -97,7 +101,7 @@ def test_the_table_covers_enough_mistakes():
     ("explain", ["target", "output_dir"], ["trainer"]),
     ("evaluate", ["ckpt_path", "split", "calibrate"], ["hparams_search", "topk"]),
     ("convert", ["input", "output", "arch"], ["hparams_search", "trainer"]),
-    ("report", ["--out", "--no-cost", "mean ± std"], ["hparams_search"]),
+    ("report", ["--out", "--no-cost", "mean ± std", "--baseline", "--resamples", "learning_curve.png"], ["hparams_search"]),
     ("bench", ["--quick", "--only", "--original-code"], ["hparams_search", "ckpt_path"]),
 ])
 def test_help_shows_the_commands_own_options_and_examples(command, own, foreign, monkeypatch, capsys):
@@ -124,3 +128,88 @@ def test_demo_and_data_help(runner):
     with pytest.raises(SystemExit) as stop:
         main(["--help"])
     assert stop.value.code == 0
+
+
+# -- which exceptions are user errors (hdkd_lightning.errors.find_user_error) ---------------------
+
+def _refuse_in_target():
+    """A Hydra ``_target_`` that refuses its config, as the DataModule or a model does."""
+    from hdkd_lightning.errors import ConfigError
+
+    raise ConfigError("model.width=-1 must be >= 1; set model.width=64")
+
+
+@pytest.fixture
+def run_job(monkeypatch, tmp_path):
+    """Run a Hydra command (predict's config, the lightest) whose job is ``fn``, in this process."""
+    import logging
+
+    from hdkd_lightning.cli._common import hydra_command
+
+    monkeypatch.setenv("HDKD_LOG_DIR", str(tmp_path / "logs"))
+    # Hydra then lets an exception that is not a user error leave main() unchanged: the traceback and exit
+    # status 1 a user sees (without it Hydra prints the traceback itself and exits 1, or re-raises under coverage)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    monkeypatch.setattr("sys.argv", ["hdkd-predict", "ckpt_path=x.ckpt", "input=images"])
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+
+    def run(fn):
+        try:
+            hydra_command("predict")(fn)()
+        finally:  # Hydra's job logging writes to the run folder; later tests must not log there
+            root.handlers[:] = handlers
+            root.setLevel(level)
+
+    return run
+
+
+def test_a_bug_raised_while_handling_a_user_error_keeps_its_traceback(run_job, capsys):
+    from hdkd_lightning.errors import ConfigError
+
+    def job(cfg):
+        try:
+            raise ConfigError("ckpt_path=x.ckpt is not usable")
+        except ConfigError as exc:
+            print(exc.args[1])  # the bug: an IndexError whose __context__ is the ConfigError
+
+    with pytest.raises(IndexError) as raised:
+        run_job(job)
+    assert isinstance(raised.value.__context__, ConfigError)
+    assert "error:" not in capsys.readouterr().err  # not shown as the ConfigError it interrupted
+
+
+def test_a_libraries_file_not_found_error_is_a_bug_not_a_user_error(run_job, tmp_path, capsys):
+    def job(cfg):
+        with open(tmp_path / "cache" / "index.bin", "rb"):
+            pass
+
+    with pytest.raises(FileNotFoundError, match="index.bin"):
+        run_job(job)
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_a_user_error_raised_inside_a_hydra_target_is_one_line_and_exit_2(run_job, tmp_path, capsys):
+    from hydra.utils import instantiate
+
+    def job(cfg):
+        instantiate({"_target_": f"{__name__}._refuse_in_target"})  # Hydra wraps it: InstantiationException
+
+    with pytest.raises(SystemExit) as stop:
+        run_job(job)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    first, lines = _first_error_line(err, "predict")
+    assert first == "hdkd-predict: error: model.width=-1 must be >= 1; set model.width=64"
+    assert "Traceback" not in err and "Error in call to target" not in err
+    assert not list((tmp_path / "logs").rglob("*")), "the failed start left its run folder behind"
+
+
+def test_hdkd_data_names_a_data_key_that_is_not_a_number(capsys):
+    from hdkd_lightning.cli.data import main
+
+    assert main(["inspect", "data=synthetic", "data.image_size=abc", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == ("hdkd-data: error: data.image_size='abc' is not a whole number; pass a whole number, "
+                                   "e.g. data.image_size=224")
+    assert "Error in call to target" not in err

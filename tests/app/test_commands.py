@@ -74,19 +74,27 @@ def test_resume_continues_the_stopped_run(runner):
 
 
 def test_ddp_on_cpu_matches_a_single_process_evaluation(runner, tmp_path):
+    # odd counts: the sampler pads val and test with a repeat, the metrics must not count it
     runner.run("train", TINY + ["model=teacher", "task_name=ddp_tiny", "trainer=ddp_cpu", "trainer.devices=2",
-                                "data.test_samples=25"])  # odd count: the sampler pads, metrics must not
+                                "data.val_samples=25", "data.test_samples=25"])
     run = runner.latest_run("ddp_tiny")
     ddp = runner.metrics(run)
+    data = ["data=synthetic", "data.train_samples=48", "data.val_samples=25", "data.test_samples=25",
+            "data.num_workers=0", "trainer=cpu", f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}"]
     single_dir = tmp_path / "single"
-    runner.run("evaluate", [f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "data=synthetic",
-                            "data.train_samples=48", "data.val_samples=24", "data.test_samples=25",
-                            "data.num_workers=0", "trainer=cpu", f"hydra.run.dir={single_dir}"])
+    runner.run("evaluate", data + [f"hydra.run.dir={single_dir}"])
     single = runner.metrics(single_dir)
     assert ddp["num_samples"] == single["num_samples"] == 25
     assert ddp["confusion_matrix"] == single["confusion_matrix"]
     for key in ("accuracy", "balanced_accuracy", "f1_macro"):
         assert ddp[key] == pytest.approx(single[key], abs=1e-6)
+    # validation under DDP (one epoch: the weights of best.ckpt) equals a one-process run on val
+    runner.run("evaluate", data + ["split=val", f"hydra.run.dir={tmp_path / 'single_val'}"])
+    single_val = runner.metrics(tmp_path / "single_val")
+    with open(next(run.glob("csv/**/metrics.csv"))) as f:
+        logged = next(row for row in csv.DictReader(f) if row.get("val/accuracy"))
+    for key in ("accuracy", "balanced_accuracy", "f1_macro", "auroc_macro"):
+        assert float(logged[f"val/{key}"]) == pytest.approx(single_val[key], abs=1e-6), key
 
 
 def test_multirun_gives_each_job_its_own_directory(runner):
@@ -215,7 +223,8 @@ def test_a_ddp_sweep_is_allowed_only_with_one_slurm_task_per_device(launcher, ta
     from hydra.types import RunMode
 
     from hdkd_lightning._paths import config_dir
-    from hdkd_lightning.config import ConfigError, check_trainer_config, register_resolvers
+    from hdkd_lightning.config import check_trainer_config, register_resolvers
+    from hdkd_lightning.errors import ConfigError
 
     register_resolvers()
     overrides = [f"hydra/launcher={launcher}", "trainer.devices=2", "trainer.accelerator=cpu"]

@@ -42,10 +42,22 @@ def test_experiment_composes(experiment):
         assert cfg.model.optimizer._target_ == "torch.optim.Adam" and cfg.model.optimizer.lr == 1e-3
 
 
+@pytest.mark.parametrize("data, dedup", [("brain_tumor", True), ("ham10000", False), ("isic2018", False),
+                                         ("image_folder", False)])
+def test_only_brain_tumor_drops_byte_identical_copies_by_default(data, dedup):
+    assert _compose("train", [f"data={data}"]).data.dedup is dedup
+
+
 def test_distill_is_hdkd_on_isic():
     cfg = _compose("train", ["experiment=distill"])
     assert cfg.data.source == "isic2018" and cfg.model.teacher.experiment == "teacher_isic"
     assert cfg.trainer.max_epochs == 200 and cfg.data.batch_size == 16
+
+
+def test_seeds_never_recarve_validation_and_test_and_the_teacher_follows_the_data():
+    cfg = _compose("train", ["model=distill", "data=ham10000", "seed=3", "data.seed=3"])
+    assert cfg.data.split_seed == 0
+    assert cfg.model.teacher.experiment is None  # resolved from the data: teacher_ham10000, not teacher_isic
 
 
 @pytest.mark.parametrize("name", ["eval", "predict", "convert"])
@@ -74,7 +86,7 @@ def test_teacher_module_fast_dev_run(tmp_path, model):
     mcfg = _compose("train", [f"model={model}", "trainer.max_epochs=3"]).model
     module = TeacherModule(net=_net_spec(mcfg.net, dm.num_classes, 32), class_names=dm.class_names,
                            optimizer=mcfg.optimizer, scheduler=mcfg.scheduler)
-    from hdkd_lightning.lit.test_artefacts import TestArtefacts
+    from hdkd_lightning.evaluation.callback import TestArtefacts
 
     artefacts = TestArtefacts(tmp_path / "test")
     trainer = pl.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False,
@@ -180,11 +192,11 @@ def test_deferred_nonfinite_check_stops_before_any_checkpoint(tmp_path, monkeypa
     """On accelerators the loss is not read every step; a NaN still stops the run before a checkpoint."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from hdkd_lightning.lit.base import ClassifierModuleBase
+    from hdkd_lightning.lit.nonfinite import NonFiniteLossGuard
     from hdkd_lightning.lit.teacher import TeacherModule
     from hdkd_lightning.pipeline.build import net_spec as _net_spec
 
-    monkeypatch.setattr(ClassifierModuleBase, "_defer_nonfinite_check", lambda self, loss: True)
+    monkeypatch.setattr(NonFiniteLossGuard, "defer", lambda self, loss: True)
     cfg, dm = _tiny_datamodule(tmp_path)
     mcfg = _compose("train", ["model=teacher"]).model
     module = TeacherModule(net=_net_spec(mcfg.net, dm.num_classes, 32), class_names=dm.class_names,
@@ -209,7 +221,7 @@ def test_deferred_nonfinite_check_stops_before_any_checkpoint(tmp_path, monkeypa
 def test_search_space_entry_the_model_lacks_is_refused_before_a_trial():
     import optuna
 
-    from hdkd_lightning.config import ConfigError
+    from hdkd_lightning.errors import ConfigError
     from hdkd_lightning.sweeps import suggest_search_space
 
     register_resolvers()

@@ -163,6 +163,19 @@ def test_int8_is_checked_on_validation_and_refused_past_the_threshold(runner, fo
     assert refused.is_file() and not (tmp_path / "r.int8.onnx").exists()
 
 
+def test_int8_without_validation_images_is_refused_by_key(runner, folder_runs, image_folder, tmp_path):
+    run_splits = folder_runs["student"].parent.parent / "splits.csv"
+    no_val = tmp_path / "no_val.csv"  # the run's own split with its validation images moved to training
+    no_val.write_text(run_splits.read_text().replace(",val,", ",train,"))
+    out = tmp_path / "nv.onnx"
+    proc = _export(runner, folder_runs["student"], "onnx", out, "data=image_folder", f"data.root={image_folder}",
+                   f"data.split_file={no_val}", "int8=true", "calibration_images=16", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "int8=true checks the int8 model on the validation split and data=image_folder has no validation " \
+        "images here: give it some (data.val_fraction" in proc.stderr
+    assert out.is_file() and not (tmp_path / "nv.int8.onnx").exists()
+
+
 def test_failed_parity_leaves_nothing_and_unsafe_checkpoints_are_refused(runner, folder_runs, tmp_path):
     out = tmp_path / "bad.onnx"
     proc = _export(runner, folder_runs["student"], "onnx", out, "parity_tolerance=-1", check=False)

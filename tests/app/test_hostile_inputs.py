@@ -1,4 +1,5 @@
-"""A folder with one of each hostile file: a run refuses it by name, or skips the bad ones and finishes."""
+"""A folder with one of each hostile file: a run refuses it by name, or skips the bad ones and finishes.
+A model file that carries code is refused by the command and the code never runs."""
 
 import os
 from pathlib import Path
@@ -68,3 +69,21 @@ def test_skip_drops_only_the_bad_files_and_the_run_finishes(runner, hostile_root
     for name in kinds["fine"]:
         assert name in used, name
     assert (run / "metrics.json").is_file()
+
+
+def test_predict_refuses_a_pt2_that_carries_code_and_none_of_it_runs(runner, tmp_path):
+    """A .pt2 whose sample inputs are a code-carrying pickle: exit 2, one line naming the file, no code run."""
+    from tests.test_deploy import pt2_with_code_in_sample_inputs, write_tiny_pt2
+
+    legit, _ = write_tiny_pt2(tmp_path)
+    marker = tmp_path / "code_ran"
+    evil = pt2_with_code_in_sample_inputs(legit, tmp_path / "evil.pt2", marker)
+    image = tmp_path / "scan.png"
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(image)
+    proc = runner.run("predict", [f"ckpt_path={evil}", f"input={image}", f"output={tmp_path / 'pred.csv'}",
+                                  "device=cpu"], check=False)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith(f"hdkd-predict: error: {evil}: refused to load"), errors
+    assert "sample inputs" in errors[0] and "Traceback" not in proc.stdout + proc.stderr
+    assert not marker.exists() and not (tmp_path / "pred.csv").exists()

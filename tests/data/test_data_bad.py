@@ -8,8 +8,9 @@ import warnings
 import pytest
 from hdkd_data_fixtures import dm_kwargs, make_image_folder, make_isic, write_image
 
-from hdkd_lightning.data.base import SPLITS, DataError
+from hdkd_lightning.data.base import SPLITS
 from hdkd_lightning.data.datamodule import HdkdDataModule
+from hdkd_lightning.errors import DataError
 
 
 def _dm(source, root, tmp_path, **kw):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,24 @@ def test_inspect_json_matches_disk_with_broken_files(tmp_path, cache_env):
     assert r["duplicates_removed"] == 0 and r["image_modes"] == {"RGB": 22, "L": 12}
     assert (tmp_path / "s.csv").read_text().startswith("path,label,split,group")
     assert any(cache_env.glob("checks/*.json"))  # HDKD_CACHE_DIR honoured
+
+
+def test_brain_tumor_drops_the_training_copy_of_a_testing_image_by_default(tmp_path, cache_env):
+    root = make_brain(tmp_path / "brain")
+    copy = root / "Training" / "glioma" / "Tr-gl_9000.jpg"
+    shutil.copy(root / "Testing" / "glioma" / "Te-gl_0000.jpg", copy)
+    out, splits = tmp_path / "r.json", tmp_path / "s.csv"
+    assert main(["inspect", "data=brain_tumor", f"data.root={root}", "--json", str(out), "--splits", str(splits),
+                 "-q"]) == 0
+    r = json.loads(out.read_text())
+    assert r["dedup"] is True and r["duplicates_removed"] == 1 and r["duplicates_across_splits"] == 1
+    assert r["splits"]["train"]["glioma"] + r["splits"]["val"]["glioma"] == 6  # the fixture's own 6
+    assert "Tr-gl_9000" not in splits.read_text() and "Te-gl_0000" in splits.read_text()
+    # data.dedup=false keeps the copy, as the original code did
+    assert main(["inspect", "data=brain_tumor", f"data.root={root}", "data.dedup=false", "--json", str(out),
+                 "-q"]) == 0
+    r = json.loads(out.read_text())
+    assert r["dedup"] is False and r["splits"]["train"]["glioma"] + r["splits"]["val"]["glioma"] == 7
 
 
 def test_inspect_isic_and_cache_command(tmp_path, cache_env):

@@ -13,8 +13,9 @@ import pytest
 import torch
 from hdkd_data_fixtures import dm_kwargs, make_image_folder, write_image
 
-from hdkd_lightning.data.base import SPLITS, DataError
+from hdkd_lightning.data.base import SPLITS
 from hdkd_lightning.data.datamodule import HdkdDataModule
+from hdkd_lightning.errors import DataError
 
 
 def _synthetic(tmp_path, **kw):

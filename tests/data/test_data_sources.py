@@ -34,8 +34,8 @@ def test_ham_layout_classes_groups_and_ratios(ham_root, tmp_path):
     # the lower-case part folder was found, lesions are the groups
     assert any("ham10000_images_part_2" in r.path for r in splits["train"] + splits["test"])
     assert all(r.group.startswith("HAM_") for v in splits.values() for r in v)
-    # a different seed gives a different but still grouped split
-    dm2 = HdkdDataModule(source="ham10000", root=str(ham_root), seed=1, **dm_kwargs(tmp_path))
+    # a different split seed gives a different but still grouped split
+    dm2 = HdkdDataModule(source="ham10000", root=str(ham_root), split_seed=1, **dm_kwargs(tmp_path))
     dm2.setup()
     _groups_disjoint(_by_split(dm2))
     assert [r.path for r in dm2.split_records("test")] != [r.path for r in splits["test"]]

@@ -315,6 +315,54 @@ def test_isic2018_is_fetched_unpacked_into_its_layout_and_inspected(served, tmp_
     assert len(record) == 7 and all(len(r["sha256"]) == 64 for r in record.values())
 
 
+def test_a_broken_archive_from_a_mirror_is_refused_kept_aside_and_its_checksum_not_recorded(served, tmp_path, capsys,
+                                                                                            cache_env):
+    from hdkd_lightning.cli.data import main
+
+    files = _isic_archives(tmp_path)
+    good = files["ISIC2018_Task3_Validation_Input.zip"]
+    files["ISIC2018_Task3_Validation_Input.zip"] = b"<html>503 Service Unavailable</html>" * 40  # no published checksum
+    server = served(files)
+    root = tmp_path / "isic"
+    assert main(["download", "isic2018", f"root={root}", f"url_base={server.url}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hdkd-data: error: ISIC2018_Task3_Validation_Input.zip from ")
+    assert "is not a valid zip archive (BadZipFile" in err[0] and "run the command again" in err[0]
+    assert "ISIC2018_Task3_Validation_Input.zip" not in json.loads((root / ".hdkd-download.json").read_text())
+    assert not (root / "ISIC2018_Task3_Validation_Input.zip").exists()
+    assert len(list(root.glob("ISIC2018_Task3_Validation_Input.zip.bad-*"))) == 1
+    server.files["ISIC2018_Task3_Validation_Input.zip"] = good  # the mirror is repaired: the next run fetches afresh
+    assert main(["download", "isic2018", f"root={root}", f"url_base={server.url}"]) == 0
+    record = json.loads((root / ".hdkd-download.json").read_text())
+    assert record["ISIC2018_Task3_Validation_Input.zip"]["sha256"] == hashlib.sha256(good).hexdigest()
+
+
+def test_a_zip_member_that_fails_its_crc_check_is_refused_before_anything_is_recorded(served, tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("a/image.txt", b"pixels" * 200)
+    damaged = bytearray(buf.getvalue())
+    damaged[damaged.index(b"pixels") + 7] ^= 0xFF  # one byte of the member's data: the directory still reads
+    server = served({"d.zip": bytes(damaged)})
+    with pytest.raises(DownloadError, match=r"d.zip from .* is not a valid zip archive \(member 'a/image.txt' fails "
+                                            r"its CRC check\); it was kept aside as .*d.zip.bad-"):
+        fetch(RemoteFile("d.zip", server.url + "d.zip", "zip"), tmp_path, timeout=5)
+    assert not (tmp_path / "d.zip").exists() and not (tmp_path / ".hdkd-download.json").exists()
+
+
+def test_a_broken_archive_recorded_by_an_earlier_version_is_kept_aside_and_forgotten(served, tmp_path):
+    from hdkd_lightning.data.download import RECORD
+
+    body = b"not a zip at all" * 10
+    (tmp_path / "old.zip").write_bytes(body)  # what the previous code accepted and recorded
+    (tmp_path / RECORD).write_text(json.dumps({"old.zip": {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()},
+                                               "other.csv": {"size": 1, "sha256": "0" * 64}}))
+    with pytest.raises(DownloadError, match=r"old.zip is not a valid zip archive \(BadZipFile.*kept aside as old.zip.bad-"):
+        extract(tmp_path / "old.zip", tmp_path)
+    assert not (tmp_path / "old.zip").exists() and list(tmp_path.glob("old.zip.bad-*"))
+    assert list(json.loads((tmp_path / RECORD).read_text())) == ["other.csv"]  # the next run downloads it afresh
+
+
 def test_extraction_refuses_members_outside_the_root(tmp_path):
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:

@@ -9,9 +9,10 @@ from collections import Counter
 import pytest
 from hdkd_data_fixtures import dm_kwargs, make_ham
 
-from hdkd_lightning.data.base import DataError, Record
+from hdkd_lightning.data.base import Record
 from hdkd_lightning.data.datamodule import HdkdDataModule
 from hdkd_lightning.data.subset import SubsetSpec, select_training_subset
+from hdkd_lightning.errors import DataError
 
 
 def _dm(root, tmp_path, **kw):

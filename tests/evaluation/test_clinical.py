@@ -11,6 +11,7 @@ import torch
 from sklearn.metrics import multilabel_confusion_matrix, roc_auc_score
 
 from hdkd_lightning.evaluation.artefacts import EvaluationOptions, write_evaluation_artefacts
+from hdkd_lightning.evaluation.metrics import compute_metrics
 from hdkd_lightning.evaluation.statistics import (
     apply_temperature,
     bootstrap_intervals,
@@ -18,7 +19,6 @@ from hdkd_lightning.evaluation.statistics import (
     fit_temperature,
     reliability_bins,
 )
-from hdkd_lightning.lit.metrics import compute_metrics
 
 NAMES = ["akiec", "bcc", "mel", "nv"]
 
@@ -59,6 +59,28 @@ def test_ece_against_a_direct_computation_on_a_fixed_example():
     assert rel["accuracy"] == pytest.approx([0, 1, 1, 0, 1])
 
 
+def test_confidences_on_bin_edges_give_the_bins_of_a_plain_computation():
+    # (top-class confidence, predicted, label) with confidences exactly on the edges of 5 bins, 1.0 included
+    rows = [(0.2, 0, 0), (0.2, 0, 1), (0.3, 1, 1), (0.4, 2, 0), (0.4, 2, 2), (0.5, 3, 3), (0.6, 1, 1), (0.6, 1, 4),
+            (0.7, 4, 4), (0.8, 0, 1), (0.85, 3, 3), (1.0, 2, 0), (1.0, 4, 4)]
+    probs = np.zeros((len(rows), 5))
+    for i, (conf, pred, _) in enumerate(rows):
+        probs[i] = (1 - conf) / 4
+        probs[i, pred] = conf  # 0.2 with four 0.2s: argmax is the first, class 0
+    labels = np.array([label for _, _, label in rows])
+    conf = probs.max(1)
+    assert list(conf) == [r[0] for r in rows] and list(probs.argmax(1)) == [r[1] for r in rows]
+    correct = probs.argmax(1) == labels
+    which = np.minimum(np.floor(conf * 5).astype(int), 4)  # [k/5, (k+1)/5), 1.0 in the last bin
+    filled = [k for k in range(5) if (which == k).any()]
+    rel = reliability_bins(probs, labels, bins=5)
+    assert rel["count"] == [int((which == k).sum()) for k in filled] == [3, 3, 3, 4]
+    assert rel["confidence"] == pytest.approx([conf[which == k].mean() for k in filled])
+    assert rel["accuracy"] == pytest.approx([correct[which == k].mean() for k in filled])
+    direct = sum(abs(correct[which == k].mean() - conf[which == k].mean()) * (which == k).mean() for k in filled)
+    assert expected_calibration_error(probs, labels, bins=5) == pytest.approx(direct, abs=1e-12)
+
+
 def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
     labels, probs = _scored(n=300)
     a = bootstrap_intervals(labels, probs, 4, resamples=300, seed=3)
@@ -90,6 +112,59 @@ def test_temperature_fit_minimises_the_nll_found_by_a_grid_search():
     assert t == pytest.approx(grid[int(np.argmin(nll))], abs=0.02)
     assert expected_calibration_error(apply_temperature(overconfident, t), labels) < \
         expected_calibration_error(overconfident, labels)
+
+
+def _chance_probs(n=60, c=3, seed=0):
+    """Confident probabilities unrelated to the labels: the NLL falls all the way to uniform (T -> infinity)."""
+    g = np.random.default_rng(seed)
+    logits = 3 * g.normal(size=(n, c))
+    return g.integers(0, c, n), np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+
+def test_a_temperature_fit_that_ends_at_either_bound_is_refused_with_the_numbers():
+    from hdkd_lightning.evaluation.statistics import TEMPERATURE_RANGE, TemperatureAtBound
+
+    labels, probs = _chance_probs()
+    accuracy = (probs.argmax(1) == labels).mean()
+    with pytest.raises(TemperatureAtBound, match=rf"reached its upper bound T=20 on 60 images \(accuracy "
+                                                 rf"{accuracy:.3f}, chance 0.333\): .*no better than chance") as hit:
+        fit_temperature(probs, labels)
+    assert hit.value.bound == TEMPERATURE_RANGE[1] and "\n" not in str(hit.value)
+    right = np.tile([0.6, 0.3, 0.1], (40, 1))  # every image right: sharper is always better (T -> 0)
+    with pytest.raises(TemperatureAtBound, match=r"reached its lower bound T=0.05 on 40 images \(accuracy 1.000"):
+        fit_temperature(right, np.zeros(40, dtype=int))
+
+
+def test_calibration_that_ends_at_the_bound_leaves_the_checkpoint_untouched(tmp_path):
+    from omegaconf import OmegaConf
+
+    from hdkd_lightning.errors import ConfigError
+    from hdkd_lightning.pipeline.evaluate import _calibrate
+
+    labels, probs = _chance_probs()
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "hdkd": {"arch": "hdkd_student", "class_names": NAMES[:3]}}, ckpt)
+    before = ckpt.read_bytes()
+
+    class Module:  # scores the validation batches with fixed probabilities
+        temperature = None
+
+        def predict_probs(self, images):
+            return torch.as_tensor(probs[images.long()])
+
+    class Data:
+        def split_records(self, split):
+            return list(range(len(labels)))
+
+        def val_dataloader(self):
+            return [{"image": torch.arange(i, min(i + 16, len(labels))),
+                     "label": torch.as_tensor(labels[i:i + 16])} for i in range(0, len(labels), 16)]
+    module = Module()
+    cfg = OmegaConf.create({"ckpt_path": str(ckpt), "report": {"ece_bins": 15}})
+    with pytest.raises(ConfigError, match=r"^calibrate=true on the validation split: the fitted temperature reached "
+                                          r"its upper bound T=20 on 60 images .*left unchanged$"):
+        _calibrate(cfg, module, Data())
+    assert ckpt.read_bytes() == before and module.temperature is None
 
 
 def test_artefacts_curves_and_report_page(tmp_path):

@@ -94,4 +94,4 @@ def test_resume_may_switch_compile(first, second, dm, tmp_path, one_thread, monk
     ckpt = read_checkpoint(out)
     assert ckpt["epoch"] == 1 and ckpt["hyper_parameters"]["compile"] is second
     _assert_each_network_once(ckpt["state_dict"], {"net.": module.net})
-    assert ("_compiled_net" in module.__dict__) is second  # the compiled wrapper really ran the steps
+    assert module.compiled.built is second  # the compiled wrapper really ran the steps

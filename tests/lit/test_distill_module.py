@@ -97,9 +97,9 @@ def test_training_step_loss_does_not_depend_on_folding():
 def test_channels_last_auto_means_cuda_only_and_bad_values_are_refused():
     module = _module()
     assert module.hparams.channels_last == "auto"
-    assert not module.channels_last_on(torch.device("cpu"))
-    assert module.channels_last_on(torch.device("cuda", 0))
-    assert _module(channels_last=True).channels_last_on(torch.device("cpu"))
+    assert not module.channels_last.on(torch.device("cpu"))
+    assert module.channels_last.on(torch.device("cuda", 0))
+    assert _module(channels_last=True).channels_last.on(torch.device("cpu"))
     with pytest.raises(ValueError, match="model.channels_last must be true, false or auto"):
         _module(channels_last="yes")
 

@@ -19,28 +19,28 @@ second copy of the trained network under ``_train_net.`` / ``_train_student.`` (
 when such a checkpoint is loaded.
 
 Every read uses ``torch.load(..., weights_only=True)``: a file that needs arbitrary unpickling
-(and so could run code) is refused.
+(and so could run code) is refused. The network a checkpoint names is rebuilt only when it is one of
+this project's, from plain settings (:func:`check_network_spec`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "META_KEY", "build_meta", "read_checkpoint", "is_project_checkpoint",
-           "network_from_checkpoint", "checkpoint_val_score", "load_strict", "describe_keys",
-           "drop_duplicate_networks", "update_meta"]
+from hdkd_lightning.errors import CheckpointError
+from hdkd_lightning.models.loading import load_strict  # lives with the networks: checkpoints import models, not the reverse
+
+__all__ = ["META_KEY", "build_meta", "read_checkpoint", "is_project_checkpoint",
+           "network_from_checkpoint", "check_network_spec", "checkpoint_val_score", "drop_duplicate_networks",
+           "update_meta"]
 
 META_KEY = "hdkd"
 #: prefixes of the second copy of a network that checkpoints of earlier versions carried
 LEGACY_DUPLICATE_PREFIXES = ("_train_net.", "_train_student.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or weights file cannot be used as asked (unsafe, foreign, or not matching)."""
 
 
 def build_meta(kind: str, arch: str, net_kwargs: Dict[str, Any], class_names: Sequence[str],
@@ -97,32 +97,6 @@ def checkpoint_val_score(ckpt: Dict[str, Any], metric: str) -> Optional[float]:
     return None if value is None else float(value)
 
 
-def describe_keys(keys: List[str], limit: int = 12) -> str:
-    """``a, b, c, ... (9 more)`` for error messages about state-dict keys."""
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def load_strict(model: nn.Module, sd: Dict[str, torch.Tensor], source: str,
-                error: Type[Exception] = CheckpointError) -> None:
-    """Load ``sd`` into ``model``; missing, unexpected or mis-shaped keys are one ``error`` listing them."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k} (file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})"
-                  for k in own if k in sd and sd[k].shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"missing from the file: {describe_keys(missing)}")
-    if unexpected:
-        problems.append(f"not used by {type(model).__name__}: {describe_keys(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatch: {describe_keys(mismatched)}")
-    if problems:
-        raise error(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
-    model.load_state_dict(sd, strict=True)
-
-
 def update_meta(path: Union[str, Path], **fields: Any) -> Dict[str, Any]:
     """Add ``fields`` to a checkpoint's ``"hdkd"`` entry, rewriting the file atomically (the rest of
     the checkpoint is kept as it is). Returns the new metadata."""
@@ -161,6 +135,33 @@ def network_from_checkpoint(path: Union[str, Path], prefix: Optional[str] = None
         meta.update(sub, prefix=prefix)
     prefix = meta["prefix"]
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    check_network_spec(meta["arch"], meta["net_kwargs"], path)
     net = timm.create_model(meta["arch"], **meta["net_kwargs"])
     load_strict(net, state, source=str(path))
     return net.eval(), meta
+
+
+def check_network_spec(arch: Any, net_kwargs: Any, source: Union[str, Path]) -> None:
+    """Refuse a network name or settings read from a file unless they are one of this project's networks
+    with plain settings. timm would otherwise fetch an ``hf-hub:`` name over the network, download
+    weights for ``pretrained=True`` and read whatever file ``checkpoint_path`` or
+    ``pretrained_cfg_overlay`` names."""
+    import inspect
+
+    import timm
+    from timm.models import build_model_with_cfg, is_model, model_entrypoint
+
+    import hdkd_lightning.models  # noqa: F401  (registers the architectures)
+    from hdkd_lightning.files import is_plain_setting
+
+    if not (isinstance(arch, str) and is_model(arch) and model_entrypoint(arch).__module__.startswith("hdkd_lightning.")):
+        ours = ", ".join(timm.list_models("hdkd_*"))
+        raise CheckpointError(f"{source}: refused: it names the network {str(arch)[:80]!r}, which is not one of this "
+                              f"project's ({ours}); use a checkpoint written by hdkd-train or hdkd-convert")
+    timm_own = {p for f in (timm.create_model, build_model_with_cfg) for p in inspect.signature(f).parameters}
+    bad = ([f"{k}={v!r}" for k, v in net_kwargs.items() if k in timm_own or not is_plain_setting(v)]
+           if isinstance(net_kwargs, dict) else [repr(net_kwargs)])
+    if bad:
+        raise CheckpointError(f"{source}: refused: its network settings include {bad[0][:120]}, which is not a "
+                              f"setting of the network itself (timm would load weights or read files for it); use a "
+                              f"checkpoint written by hdkd-train or hdkd-convert")

@@ -34,7 +34,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from hdkd_lightning.files import write_json_atomic
 
-__all__ = ["RUN_FILE", "RunState", "read_run_state", "mark_run_started", "mark_run_finished", "mark_run_failed",
+__all__ = ["RUN_FILE", "RunState", "read_run_state", "mark_run_started", "update_run", "mark_run_finished",
+           "mark_run_failed",
            "iter_run_dirs", "find_latest_checkpoint", "find_latest_completed_run"]
 
 RUN_FILE = "run.json"
@@ -89,6 +90,13 @@ def mark_run_started(run_dir: Path, task_name: str, resumed_from: Optional[str] 
     if resumed_from:
         data.update(resumed_from=str(resumed_from), resumes=int(old.get("resumes", 0)) + 1,
                     last_started_at=_now())
+    _write(run_dir, data)
+
+
+def update_run(run_dir: Path, **fields: Any) -> None:
+    """Add ``fields`` to ``run.json`` without changing its state (e.g. the run's data record)."""
+    data = dict(read_run_state(run_dir).data)
+    data.update(fields)
     _write(run_dir, data)
 
 

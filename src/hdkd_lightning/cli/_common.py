@@ -7,7 +7,9 @@ an unknown group option lists the valid ones; an unknown key names the closest v
 missing mandatory value says what to pass; ``--flag value`` (argparse / timm habit) is refused
 with the ``key=value`` to write instead. Errors raised inside the job (bad data, bad values,
 refused checkpoints) are unwrapped from Hydra's instantiation errors and printed the same way;
-their explanation may continue on the following lines (e.g. a dataset's expected layout).
+their explanation may continue on the following lines (e.g. a dataset's expected layout). Only
+the user-error types of :mod:`hdkd_lightning.errors` are reported so; any other exception is a
+bug and keeps its traceback (exit status 1).
 
 A start that fails before training leaves no run folder behind: the folder Hydra made for the
 failed job is removed when it holds nothing but Hydra's own files (``.hydra/``, the log,
@@ -22,7 +24,9 @@ import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Sequence
+
+from hdkd_lightning.errors import EXIT_USER_ERROR, UserError, find_user_error
 
 log = logging.getLogger("hdkd_lightning")
 
@@ -37,10 +41,6 @@ _MISSING_HINTS = {"ckpt_path": "pass ckpt_path=<checkpoint file>", "input": "pas
                   "data.root": "pass data.root=<dataset folder>"}
 
 
-class UserError(Exception):
-    """A mistake of the command line, reported as one line (and exit status 2) by :func:`fail`."""
-
-
 def prepare_process() -> None:
     """Allocator tuning (see hdkd_lightning._runtime) and the config resolvers, once per process."""
     from hdkd_lightning._runtime import configure_allocator
@@ -51,37 +51,18 @@ def prepare_process() -> None:
 
 
 def report_error(prog: str, message: str) -> int:
-    """Print ``<prog>: error: <first line>`` (and any further lines of ``message``) to stderr; returns 2."""
+    """Print ``<prog>: error: <first line>`` (and any further lines of ``message``) to stderr; returns 2
+    (:data:`hdkd_lightning.errors.EXIT_USER_ERROR`)."""
     first, _, rest = str(message).strip().partition("\n")
     print(f"{prog}: error: {first}", file=sys.stderr)
     if rest:
         print(rest, file=sys.stderr)
-    return 2
+    return EXIT_USER_ERROR
 
 
 def fail(prog: str, message: str) -> None:
     """:func:`report_error`, then exit with status 2."""
     sys.exit(report_error(prog, message))
-
-
-def user_error_types() -> tuple:
-    from hdkd_lightning.checkpoints import CheckpointError  # original-code weights' errors included
-    from hdkd_lightning.config import ConfigError
-    from hdkd_lightning.data.base import DataError
-
-    return ConfigError, CheckpointError, DataError, UserError, FileNotFoundError
-
-
-def find_user_error(exc: BaseException) -> Optional[BaseException]:
-    """The project's own error inside ``exc`` (Hydra wraps errors raised while instantiating)."""
-    types = user_error_types()
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, types):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 # -- the command line, before Hydra ------------------------------------------------------------
@@ -283,7 +264,7 @@ def hydra_command(config_name: str, description: str = "", examples: Sequence[st
             try:
                 return fn(cfg)
             except Exception as exc:  # noqa: BLE001 - user errors become one line, the rest propagates
-                user = find_user_error(exc)
+                user = find_user_error(exc)  # the exception itself, or what a Hydra target raised inside it
                 if user is None:
                     raise
                 log.error("%s: %s", type(user).__name__, str(user).splitlines()[0] if str(user) else "")

@@ -44,15 +44,16 @@ def _download(args, overrides: list[str], console) -> int:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from hdkd_lightning.data.download import DATASETS, download_dataset
+    from hdkd_lightning.errors import UserError
 
     if args.dataset not in DATASETS:
-        raise ValueError(f"download {args.dataset or '<dataset>'}: choose one of {', '.join(DATASETS)}")
+        raise UserError(f"download {args.dataset or '<dataset>'}: choose one of {', '.join(DATASETS)}")
     values = dict(o.split("=", 1) for o in overrides if "=" in o)
     unknown = sorted(set(values) - {"root", "url_base"}) + [o for o in overrides if "=" not in o]
     if unknown:
-        raise ValueError(f"download takes root=<dir> and url_base=<url>; not {', '.join(unknown)}")
+        raise UserError(f"download takes root=<dir> and url_base=<url>; not {', '.join(unknown)}")
     if "root" not in values:
-        raise ValueError(f"download {args.dataset}: pass root=<folder to put the dataset in>")
+        raise UserError(f"download {args.dataset}: pass root=<folder to put the dataset in>")
     root = Path(values["root"]).expanduser().resolve()
     info = DATASETS[args.dataset]
     console.print(f"{args.dataset}: {info['source']}; licence {info['licence']}; {info['size']}")
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     from hdkd_lightning.cli._common import report_error
-    from hdkd_lightning.data.base import DataError
     from hdkd_lightning.data.download import DownloadError
+    from hdkd_lightning.errors import find_user_error
 
     console = Console(stderr=False, soft_wrap=True)
     try:
@@ -144,13 +145,18 @@ def main(argv: list[str] | None = None) -> int:
             n = len(dm.prepared.records())
             console.print(f"image cache ready ({n} images at {dm.image_size}px) in {time.perf_counter() - t0:.1f}s"
                           + (f": {where}" if where else " (not on disk: data.cache.images=false or generated data)"))
-    except (DataError, DownloadError, ValueError) as e:
+    except DownloadError as e:  # its message names the file and what to do
         return report_error("hdkd-data", str(e))
-    except Exception as e:  # config composition errors from Hydra
-        from hydra.errors import HydraException
+    except Exception as e:
+        user = find_user_error(e)  # e.g. a DataError of the DataModule, wrapped by Hydra's instantiate
+        if user is not None:
+            return report_error("hdkd-data", str(user))
+        from hydra.errors import HydraException, InstantiationException
         from omegaconf.errors import OmegaConfBaseException
 
-        if isinstance(e, (HydraException, OmegaConfBaseException)):
+        # a mistake in the overrides (unknown key or option) is reported by Hydra itself, in one line;
+        # anything else raised while building the data is a bug and keeps its traceback
+        if isinstance(e, (HydraException, OmegaConfBaseException)) and not isinstance(e, InstantiationException):
             return report_error("hdkd-data", str(e).strip().splitlines()[0])
         raise
     return 0

@@ -6,7 +6,7 @@ DESCRIPTION = """Every evaluation artefact of a checkpoint on the test (or val) 
 with 95% intervals and calibration, per_class.csv, predictions.csv, figures and report.html."""
 EXAMPLES = [
     ('hdkd-eval ckpt_path=logs/distill_brain/runs/<time>/checkpoints/best.ckpt data=brain_tumor '
-     'data.root=/data/brain_tumor_mri data.dedup=true'),
+     'data.root=/data/brain_tumor_mri'),
     'hdkd-eval ckpt_path=<ckpt> data=ham10000 data.root=/data/ham10000 calibrate=true   # temperature scaling',
 ]
 

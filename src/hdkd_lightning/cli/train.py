@@ -5,8 +5,8 @@ from hdkd_lightning.cli._common import hydra_command
 DESCRIPTION = """Fit on the train split, pick the best epoch on validation (optimized_metric), test once with it.
 Runs go to logs/<task_name>/runs/<time>/ (checkpoints, metrics.json, report.html, run.json, ...)."""
 EXAMPLES = [
-    'hdkd-train experiment=teacher_brain data.root=/data/brain_tumor_mri data.dedup=true',
-    'hdkd-train experiment=distill_brain data.root=/data/brain_tumor_mri data.dedup=true trainer.devices=4',
+    'hdkd-train experiment=teacher_brain data.root=/data/brain_tumor_mri',
+    'hdkd-train experiment=distill_brain data.root=/data/brain_tumor_mri trainer.devices=4',
     'hdkd-train experiment=student_ham10000 data.root=/data/ham10000 data.train_per_class=100 recipe=cpu64',
     'hdkd-train experiment=teacher_isic data.root=/data/isic2018 ckpt_path=last      # resume',
     'hdkd-train -m hparams_search=optuna experiment=distill_brain data.root=...       # Optuna sweep',

@@ -1,4 +1,4 @@
-"""Records, the source protocol and the data error type.
+"""Records, the source protocol and the split names (errors: ``hdkd_lightning.errors.DataError``).
 
 A *source* knows one dataset layout. ``source.index()`` walks the root folder and returns an
 :class:`Index`: one :class:`Record` per image (path, integer label in ``class_names`` order,
@@ -20,17 +20,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from hdkd_lightning.errors import DataError
+
 SPLITS = ("train", "val", "test")
 #: split name, in ``splits.csv`` only, of training images left out by a limited-data subset
 UNUSED = "unused"
-
-
-class DataError(ValueError):
-    """Bad data or a bad data configuration, found before training.
-
-    The message names the offending files (the first few and the count) or the config key,
-    and says how to fix it.
-    """
 
 
 @dataclasses.dataclass(frozen=True)

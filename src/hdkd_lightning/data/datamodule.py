@@ -34,9 +34,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from hdkd_lightning.data.base import SPLITS, DataError, Problem, Record, class_counts, problems_message
+from hdkd_lightning.data.base import SPLITS, Problem, Record, class_counts, problems_message
 from hdkd_lightning.data.io import DEFAULT_MAX_PIXELS
 from hdkd_lightning.data.prepare import PreparationSettings, PreparedData, file_checker, prepare_dataset
+from hdkd_lightning.errors import DataError
 from hdkd_lightning.files import to_plain
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,35 @@ def _is_rank_zero() -> bool:
 
 def _default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+#: the data.* keys read as numbers (int or float)
+_NUMBER_KEYS = {"image_size": int, "batch_size": int, "eval_batch_size": int, "num_workers": int, "seed": int,
+                "split_seed": int, "smote_k_neighbors": int, "max_image_pixels": int, "val_fraction": float,
+                "test_fraction": float}
+
+
+def _check_numbers(values: Mapping[str, Any]) -> None:
+    """Refuse a ``data.*`` number that is not one (``data.image_size=abc``) with one line naming the key.
+
+    Runs before the constructor converts the values: ``int('abc')`` there would be a bare ValueError
+    that names neither the key nor the fix.
+    """
+    defaults = inspect.signature(HdkdDataModule.__init__).parameters
+    for key, kind in _NUMBER_KEYS.items():
+        value = values.get(key)
+        if value is None or value == "":  # null: the key's documented fallback applies
+            continue
+        try:
+            number = kind(value)
+            whole = kind is float or isinstance(value, (int, str)) or float(value) == number
+        except (TypeError, ValueError):
+            whole = False
+        if not whole:
+            what = "a whole number" if kind is int else "a number"
+            default = defaults[key].default
+            fix = f"e.g. data.{key}={default}" if default is not None else f"or null for the default (data.{key}=null)"
+            raise DataError(f"data.{key}={value!r} is not {what}; pass {what}, {fix}")
 
 
 class HdkdDataModule(L.LightningDataModule):
@@ -70,7 +100,7 @@ class HdkdDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         seed: int = 0,
-        split_seed: int | None = None,
+        split_seed: int | None = 0,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         train_per_class: int | None = None,
@@ -92,6 +122,7 @@ class HdkdDataModule(L.LightningDataModule):
         **source_options: Any,
     ):
         super().__init__()
+        _check_numbers(locals())  # the arguments, before the int() / float() below
         self.source_name = str(source)
         self.root = None if root in (None, "", "???") else str(root)
         self.image_size = int(image_size)
@@ -268,8 +299,30 @@ class HdkdDataModule(L.LightningDataModule):
         from hdkd_lightning.data.splits import write_split_csv
 
         data = prepared or self._require_setup()
-        root = Path(self.source.root).resolve() if self.source.root is not None else None
-        return write_split_csv(data.records() + data.unused, data.class_names, root, Path(output_dir) / file_name)
+        return write_split_csv(data.records() + data.unused, data.class_names, self._root(), Path(output_dir) / file_name)
+
+    def data_record(self, data_name: str) -> dict:
+        """The data record of what this DataModule serves (:mod:`hdkd_lightning.data.provenance`):
+        sources, split, subset, preprocessing and the identity of every image."""
+        from hdkd_lightning.data.provenance import data_record
+        from hdkd_lightning.data.splits import split_csv_text
+        from hdkd_lightning.data.transforms import default_eval_entries
+
+        data = self._require_setup()
+        return data_record(data, self.settings, data_name, self.image_keys(data.records()),
+                           self.eval_entries if self.eval_entries is not None else default_eval_entries(),
+                           split_csv_text(data.records() + data.unused, data.class_names, self._root()))
+
+    def image_keys(self, records: Sequence[Record]) -> dict[str, tuple[str, ...]]:
+        """path -> identity keys of each record's image (content hash, ISIC id; see data.provenance)."""
+        from hdkd_lightning.data.provenance import image_keys
+
+        paths = [r.path for r in records]
+        hashes = self.file_checker().hashes(paths) if self.source is not None and self.source.root is not None else {}
+        return {p: image_keys(p, hashes.get(p)) for p in paths}
+
+    def _root(self) -> Path | None:
+        return Path(self.source.root).resolve() if self.source.root is not None else None
 
     # ------------------------------------------------------------------ loaders
     def _transform(self, train: bool):

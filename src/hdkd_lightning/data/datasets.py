@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hdkd_lightning.data.base import DataError, Record, describe_paths
+from hdkd_lightning.data.base import Record, describe_paths
+from hdkd_lightning.errors import DataError
 
 
 class RecordDataset(Dataset):

@@ -17,12 +17,13 @@ Where each dataset comes from (:data:`DATASETS`, the one table of it in the pack
 
 Every file goes to ``<root>/<name>.part`` first; an interrupted download continues from there
 with an HTTP ``Range`` request (a server that ignores ``Range`` makes it start again from zero);
-only a file whose size and checksum match is renamed to its final name, so a partial file never
-looks complete. A file that fails verification is kept aside as ``<name>.bad-<time>`` (never used)
-and the command fails naming it. Complete, verified files are not fetched again. Archives are
-extracted (refusing members that would land outside the root) into exactly the layout that
-``data=isic2018`` / ``data=ham10000`` read, after which ``hdkd-data inspect`` runs and its summary is
-printed.
+only a file whose size and checksum match, and for an archive a zip whose every member passes its
+CRC check, is renamed to its final name, so a partial file never looks complete. A file that fails
+verification is kept aside as ``<name>.bad-<time>`` (never used, its checksum never recorded: the
+next run downloads it afresh) and the command fails naming it. Complete, verified files are not
+fetched again. Archives are extracted (refusing members that would land outside the root) into
+exactly the layout that ``data=isic2018`` / ``data=ham10000`` read, after which ``hdkd-data
+inspect`` runs and its summary is printed.
 
 A mirror (a lab server, an internal bucket) holding the same file names in one folder replaces
 every host with ``url_base=<url>`` or the ``HDKD_DATA_MIRROR`` environment variable. A mirror
@@ -40,6 +41,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -201,6 +203,29 @@ def _set_aside(path: Path) -> Path:
     return bad
 
 
+# what reading a damaged zip raises: a bad directory or CRC (BadZipFile), damaged deflate data (zlib),
+# a truncated member (EOFError), an encrypted member (RuntimeError) or an unknown compression method
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
+
+
+def _zip_problem(path: Path) -> Optional[str]:
+    """None when ``path`` is a zip whose every member reads back with its CRC, else what is wrong."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            broken = zf.testzip()
+    except _ZIP_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None if broken is None else f"member {broken!r} fails its CRC check"
+
+
+def _forget_record(root: Path, name: str) -> None:
+    from hdkd_lightning.files import write_json_atomic
+
+    records = _records(root)
+    if records.pop(name, None) is not None:
+        write_json_atomic(root / RECORD, records)
+
+
 def fetch(remote: RemoteFile, root: Path, timeout: float = 60.0, progress: Optional[Callable] = None,
           min_rate: float = MIN_RATE) -> Path:
     """Download ``remote`` into ``root`` (module docstring: resume, atomic rename, verification).
@@ -269,6 +294,14 @@ def fetch(remote: RemoteFile, root: Path, timeout: float = 60.0, progress: Optio
         bad = _set_aside(part)
         raise DownloadError(f"{remote.name} from {remote.url} failed verification: {problem}; the file was kept aside "
                             f"as {bad} and is not used")
+    # checked before anything is recorded: a mirror serving an error page under an archive's name must not
+    # have that page's SHA-256 written down as the file's, or every later run would trust it
+    problem = _zip_problem(part) if remote.unpack != "file" else None
+    if problem is not None:
+        bad = _set_aside(part)
+        raise DownloadError(f"{remote.name} from {remote.url} is not a valid zip archive ({problem}); it was kept "
+                            f"aside as {bad} and not recorded: run the command again to download it afresh, or check "
+                            f"the host (url_base=... / {MIRROR_ENV})")
     if not (remote.sha256 or remote.md5):
         _save_record(root, remote.name, part.stat().st_size, _digests(part)["sha256"])
     os.replace(part, final)
@@ -302,13 +335,25 @@ def extract(archive: Path, root: Path, into_folder: bool = False) -> Path:
     if marker.is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(archive) as zf, tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as tmp:
+    with tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as tmp:
         tmp_root = Path(tmp).resolve()
-        for member in zf.infolist():
-            dest = (tmp_root / member.filename).resolve()
-            if tmp_root not in dest.parents and dest != tmp_root:
-                raise DownloadError(f"{archive}: member {member.filename!r} would be written outside {root}; refused")
-        zf.extractall(tmp_root)
+        try:  # extractall checks each member's CRC as it goes
+            with zipfile.ZipFile(archive) as zf:
+                for member in zf.infolist():
+                    dest = (tmp_root / member.filename).resolve()
+                    if tmp_root not in dest.parents and dest != tmp_root:
+                        raise DownloadError(f"{archive}: member {member.filename!r} would be written outside "
+                                            f"{root}; refused")
+                zf.extractall(tmp_root)
+        except DownloadError:  # a RuntimeError too: the refusal above, not a damaged archive
+            raise
+        except _ZIP_ERRORS as exc:
+            # e.g. a damaged archive whose checksum an earlier version recorded: both go, so the next run
+            # downloads it afresh instead of trusting the recorded checksum of the wrong bytes
+            bad = _set_aside(archive)
+            _forget_record(root, archive.name)
+            raise DownloadError(f"{archive} is not a valid zip archive ({type(exc).__name__}: {exc}); it was kept "
+                                f"aside as {bad.name}: run the command again to download it afresh") from None
         entries = [p for p in tmp_root.iterdir() if p.name != "__MACOSX"]
         if into_folder:
             target.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ the winning side, e.g. Testing images that also exist in Training):
 * with ``data.dedup=true``: ``duplicates_across_splits`` / ``duplicates_within_splits`` are
   counted on the layout's splits *before* removal (for Brain Tumor: Training vs Testing), and
   ``duplicates_removed`` is what was removed;
-* with ``data.dedup=false`` (default): they are counted on the final splits (what you would
-  train and evaluate on), and ``duplicates_removed`` is 0.
+* with ``data.dedup=false`` (the default except for Brain Tumor): they are counted on the final
+  splits (what you would train and evaluate on), and ``duplicates_removed`` is 0.
 
 ``groups_across_splits`` counts the groups (lesions, patients; never ungrouped images) found
 in more than one split: 0 unless a split file or the layout's official splits say otherwise.

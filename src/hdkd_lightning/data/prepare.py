@@ -38,7 +38,6 @@ import numpy as np
 from hdkd_lightning.data.base import (
     SPLITS,
     UNUSED,
-    DataError,
     FileSource,
     Index,
     Problem,
@@ -48,6 +47,7 @@ from hdkd_lightning.data.base import (
     problems_message,
 )
 from hdkd_lightning.data.subset import SubsetSpec
+from hdkd_lightning.errors import DataError
 
 log = logging.getLogger(__name__)
 

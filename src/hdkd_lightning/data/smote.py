@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hdkd_lightning.data.base import DataError
+from hdkd_lightning.errors import DataError
 
 
 def resolve_strategy(strategy, class_names: Sequence[str]):

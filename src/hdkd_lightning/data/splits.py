@@ -25,6 +25,7 @@ limited-data subset (:mod:`hdkd_lightning.data.subset`): they are listed, never 
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -32,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hdkd_lightning.data.base import SPLITS, UNUSED, DataError, Record, describe_paths
+from hdkd_lightning.data.base import SPLITS, UNUSED, Record, describe_paths
+from hdkd_lightning.errors import DataError
 
 
 def carve(records: Sequence[Record], num_classes: int, fractions: dict[str, float],
@@ -101,15 +103,26 @@ def write_split_csv(records: Sequence[Record], class_names: Sequence[str], root:
                     file: str | Path) -> Path:
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
+    with open(file, "w", newline="", encoding="utf-8") as fh:
+        _write_rows(fh, records, class_names, root)
+    return file
+
+
+def split_csv_text(records: Sequence[Record], class_names: Sequence[str], root: Path | None) -> str:
+    """The content :func:`write_split_csv` writes, as text (kept in a checkpoint's data record)."""
+    buf = io.StringIO(newline="")
+    _write_rows(buf, records, class_names, root)
+    return buf.getvalue()
+
+
+def _write_rows(fh, records: Sequence[Record], class_names: Sequence[str], root: Path | None) -> None:
     order = {s: i for i, s in enumerate((*SPLITS, UNUSED))}
     rows = sorted(records, key=lambda r: (order.get(r.split or "", 9), r.path))
-    with open(file, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "split", "group"])
-        for r in rows:
-            label = class_names[r.label] if r.label >= 0 else ""
-            w.writerow([_rel(r.path, root), label, r.split or "", r.group or ""])
-    return file
+    w = csv.writer(fh)
+    w.writerow(["path", "label", "split", "group"])
+    for r in rows:
+        label = class_names[r.label] if r.label >= 0 else ""
+        w.writerow([_rel(r.path, root), label, r.split or "", r.group or ""])
 
 
 def read_split_csv(file: str | Path, class_names: Sequence[str], root: Path | None) -> list[Record]:

@@ -30,7 +30,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hdkd_lightning.data.base import DataError, Record
+from hdkd_lightning.data.base import Record
+from hdkd_lightning.errors import DataError
 
 __all__ = ["SubsetSpec", "SubsetResult", "select_training_subset"]
 

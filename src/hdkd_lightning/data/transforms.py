@@ -35,7 +35,7 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-from hdkd_lightning.files import to_plain  # noqa: E402
+from hdkd_lightning.files import is_plain_setting, to_plain  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -162,5 +162,38 @@ def build_train_transform(image_size: int, interpolation: str | int = "area",
                           where="data.transforms.train", seed=seed)
 
 
+#: the steps a checkpoint or model card may name in its evaluation pipeline: deterministic pixel operations
+#: whose settings are plain numbers. Hydra builds whatever an entry names (``torch.utils.cpp_extension.
+#: load_inline``, ``torch.load``, ...), and these files come from anywhere, so nothing else is built from them.
+RECORDABLE_TRANSFORMS = frozenset({
+    "albumentations.Normalize", "albumentations.pytorch.ToTensorV2", "albumentations.pytorch.transforms.ToTensorV2",
+    "albumentations.Resize", "albumentations.CenterCrop", "albumentations.PadIfNeeded", "albumentations.LongestMaxSize",
+    "albumentations.SmallestMaxSize", "albumentations.ToGray", "albumentations.CLAHE",
+})
+
+
+def recorded_eval_entries(entries: Sequence[Any], where: str) -> list[dict]:
+    """Eval entries read from a file, checked before anything is built from them: each names one of
+    :data:`RECORDABLE_TRANSFORMS`, and its settings are numbers, strings or lists of them (no nested
+    ``_target_``, no Hydra keys such as ``_args_``, no ``${...}`` interpolation). Returns plain copies."""
+    from hdkd_lightning.errors import CheckpointError
+
+    out = []
+    for i, entry in enumerate(entries):
+        target = entry.get("_target_") if isinstance(entry, Mapping) else None
+        if target not in RECORDABLE_TRANSFORMS:
+            raise CheckpointError(f"{where}[{i}] names {str(target)[:120]!r}, which is not one of the evaluation steps a "
+                                  f"checkpoint or model card may name ({', '.join(sorted(RECORDABLE_TRANSFORMS))}): "
+                                  f"refused, since it would be built and run; use the file as this project wrote it")
+        bad = [k for k, v in entry.items() if k != "_target_" and (str(k).startswith("_") or not is_plain_setting(v))]
+        if bad:
+            raise CheckpointError(f"{where}[{i}] ({target}) has the setting {str(bad[0])[:80]!r} = "
+                                  f"{str(entry[bad[0]])[:80]!r}, which is not a plain value: refused, since Hydra would "
+                                  f"build or resolve it; use the file as this project wrote it")
+        out.append(dict(entry))
+    return out
+
+
 __all__ = ["AdjustSharpness", "build_eval_transform", "build_train_transform", "build_pipeline",
-           "build_resize", "IMAGENET_MEAN", "IMAGENET_STD", "ToTensorV2"]
+           "build_resize", "recorded_eval_entries", "RECORDABLE_TRANSFORMS", "IMAGENET_MEAN", "IMAGENET_STD",
+           "ToTensorV2"]

@@ -7,6 +7,8 @@
 * :mod:`~hdkd_lightning.deploy.card`: the model card (``<name>.json``) that travels with an export.
 * :mod:`~hdkd_lightning.deploy.backends`: one predictor interface over a checkpoint, a pt2 program
   and an ONNX Runtime session (``hdkd-predict``).
+* :mod:`~hdkd_lightning.deploy.safe_load`: ``.pt2`` and ``.onnx`` files from elsewhere, checked to
+  hold no code (and to name no other file) before they are loaded.
 * :mod:`~hdkd_lightning.deploy.quantize`: ONNX Runtime int8 (static, calibrated on training images).
 
 Only the folding helpers are imported with the package; the rest (onnx, onnxruntime) load on use.

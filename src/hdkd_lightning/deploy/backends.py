@@ -2,11 +2,13 @@
 
 :func:`load_predictor` returns a :class:`Predictor`: ``predictor(images)`` takes a float32
 ``[B, 3, S, S]`` batch (the evaluation preprocessing of the model card) and returns the
-class probabilities as a float32 numpy array ``[B, C]`` (softmax of logits / temperature).
+class probabilities as a float32 numpy array ``[B, C]`` (softmax of logits / temperature); its
+``recipe`` (:mod:`hdkd_lightning.deploy.recipe`) says how images are preprocessed for it.
 
 * ``.ckpt``: the checkpoint's deployable network in its deployed form (BatchNorm folded;
   channels-last on CUDA, NCHW on the CPU where it measured faster), on ``device``.
-* ``.pt2``: ``torch.export.load(...).module()``, on ``device``.
+* ``.pt2``: ``torch.export.load(...).module()``, on ``device``, once the archive has been checked
+  to hold no code (:func:`hdkd_lightning.deploy.safe_load.load_pt2`).
 * ``.onnx``: an ONNX Runtime session with the CUDA provider when ``device`` is CUDA and the
   provider is installed, the CPU provider otherwise; ``threads`` sets its intra-op threads.
 
@@ -21,6 +23,8 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import torch
+
+from hdkd_lightning.deploy.recipe import inference_recipe
 
 __all__ = ["Predictor", "load_predictor", "resolve_device", "FORMAT_OF_SUFFIX"]
 
@@ -48,7 +52,7 @@ class Predictor:
         self.format = fmt
         self.device = device
         self.where = where  # where the network runs, for messages ("onnxruntime CPUExecutionProvider", ...)
-        self.temperature = float(meta.get("temperature") or 1.0)
+        self.recipe = inference_recipe(meta)
 
     @property
     def class_names(self):
@@ -56,14 +60,13 @@ class Predictor:
 
     @property
     def image_size(self) -> int:
-        return int(self.meta["image_size"])
+        return self.recipe.image_size
 
     def logits(self, images: torch.Tensor) -> np.ndarray:
         return np.asarray(self._run(images), dtype=np.float32)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        logits = torch.from_numpy(self.logits(images)) / self.temperature
-        return torch.softmax(logits, dim=1).numpy()
+        return self.recipe.probabilities(torch.from_numpy(self.logits(images))).numpy()
 
 
 def _torch_runner(module: torch.nn.Module, device: torch.device, channels_last: bool):
@@ -92,10 +95,11 @@ def load_predictor(path: Union[str, Path], device: str = "auto", card: Optional[
         return Predictor(_torch_runner(deployed, dev, channels_last), meta, fmt, dev,
                          f"PyTorch on {dev} (BatchNorm folded{', channels-last' if channels_last else ''})")
     from hdkd_lightning.deploy.card import read_card
+    from hdkd_lightning.deploy.safe_load import load_pt2, onnx_model_bytes
 
     meta = read_card(path, card)
     if fmt == "pt2":
-        program = torch.export.load(str(path))
+        program = load_pt2(path)
         if dev.type != "cpu":  # constants and device arguments recorded in the graph move too, not only weights
             from torch.export.passes import move_to_device_pass
 
@@ -113,7 +117,7 @@ def load_predictor(path: Union[str, Path], device: str = "auto", card: Optional[
             raise ValueError("device=cuda but this onnxruntime has no CUDAExecutionProvider; install "
                              "onnxruntime-gpu or use device=cpu")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    session = ort.InferenceSession(str(path), options, providers=providers)
+    session = ort.InferenceSession(onnx_model_bytes(path), options, providers=providers)  # checked bytes, no external data
 
     def run(images: torch.Tensor):
         return session.run(["logits"], {"image": images.numpy().astype(np.float32, copy=False)})[0]

@@ -6,8 +6,9 @@
     {"format": "onnx", "file": "student.onnx",
      "arch": "hdkd_student_distilled", "net_kwargs": {...},   # timm.create_model(arch, **net_kwargs)
      "class_names": [...], "image_size": 224,
-     "preprocessing": {"resize": "...", "interpolation": "area", "mean": [...], "std": [...],
-                       "scale": "pixel / 255", "layout": "NCHW float32 RGB"},
+     "preprocessing": {"resize": "...", "interpolation": "area", "eval": [albumentations entries],
+                       "mean": [...], "std": [...], "scale": "pixel / 255", "layout": "NCHW float32 RGB",
+                       "heads": "..."},                        # the inference recipe (deploy.recipe)
      "input": "image", "output": "logits", "outputs_are": "logits (softmax not applied)",
      "temperature": null,                                      # divide logits by it before softmax
      "source_checkpoint": {"path": "...", "sha256": "..."},
@@ -15,21 +16,21 @@
      "parity": {"max_abs_logit_diff": 3e-7, "tolerance": 1e-4, "images": 16, "inputs": "..."},
      "exported_with": {"hdkd_lightning": "...", "torch": "...", ...}}
 
-The preprocessing is this project's evaluation pipeline (``data.transforms`` ``eval``: resize to
-``image_size`` x ``image_size`` with the given interpolation, aspect ratio not kept, then
-ImageNet normalisation), which ``hdkd-predict`` applies from the card.
+The preprocessing is the trained run's own evaluation pipeline (resize to ``image_size`` x
+``image_size`` with the run's interpolation, aspect ratio not kept, then the run's
+``data.transforms.eval`` list), written and read by :mod:`hdkd_lightning.deploy.recipe`;
+``hdkd-predict`` applies it from the card.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 from hdkd_lightning.files import write_json_atomic
 
-__all__ = ["card_path", "sha256_file", "write_card", "read_card", "preprocessing", "eval_entries"]
+__all__ = ["card_path", "write_card", "read_card"]
 
 
 def card_path(artefact: Union[str, Path]) -> Path:
@@ -37,31 +38,6 @@ def card_path(artefact: Union[str, Path]) -> Path:
     several formats keep one card each."""
     artefact = Path(artefact)
     return artefact.with_name(artefact.name + ".json")
-
-
-def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def preprocessing(image_size: int, interpolation: str = "area") -> Dict[str, Any]:
-    """The evaluation preprocessing of this project (``data.transforms`` ``eval``), as card data."""
-    from hdkd_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    return {"resize": f"to {image_size}x{image_size}, aspect ratio not kept", "interpolation": interpolation,
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "scale": "pixel / 255, then (x - mean) / std",
-            "layout": "NCHW float32 RGB"}
-
-
-def eval_entries(card: Dict[str, Any]) -> list:
-    """The albumentations entries (after the resize) that reproduce a card's preprocessing."""
-    pre = card.get("preprocessing") or preprocessing(int(card["image_size"]))
-    return [{"_target_": "albumentations.Normalize", "mean": list(pre["mean"]), "std": list(pre["std"]),
-             "max_pixel_value": 255.0},
-            {"_target_": "albumentations.pytorch.ToTensorV2"}]
 
 
 def write_card(artefact: Union[str, Path], card: Dict[str, Any]) -> Path:
@@ -74,8 +50,19 @@ def read_card(artefact: Union[str, Path], card: Optional[Union[str, Path]] = Non
     if not path.is_file():
         raise FileNotFoundError(f"{artefact}: its model card {path} is missing; it is written by hdkd-export beside "
                                 f"the exported file (or pass card=<file.json>)")
-    data = json.loads(path.read_text())
+    try:  # JSON only; the fields used are checked below, the preprocessing by deploy.recipe
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"model card {path} is not valid JSON ({exc}); re-export the model with hdkd-export") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"model card {path} is not a JSON object; re-export the model with hdkd-export")
     for key in ("class_names", "image_size"):
         if key not in data:
             raise ValueError(f"model card {path} has no '{key}'; re-export the model with hdkd-export")
+    names, size, temperature = data["class_names"], data["image_size"], data.get("temperature")
+    if (not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names)
+            or not isinstance(size, int) or isinstance(size, bool) or size <= 0
+            or not (temperature is None or (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")))):
+        raise ValueError(f"model card {path}: class_names must be a list of names, image_size a positive integer and "
+                         f"temperature null or a positive number; re-export the model with hdkd-export")
     return data

@@ -27,9 +27,10 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import nn
 
-from hdkd_lightning.deploy.card import card_path, preprocessing, sha256_file, write_card
+from hdkd_lightning.deploy.card import card_path, write_card
 from hdkd_lightning.deploy.folding import deploy_student
-from hdkd_lightning.files import publish
+from hdkd_lightning.deploy.recipe import inference_recipe
+from hdkd_lightning.files import publish, sha256_file
 
 __all__ = ["FORMATS", "ExportError", "export_network", "exported_program", "write_onnx", "run_onnx",
            "max_logit_diff"]
@@ -75,8 +76,7 @@ def run_onnx(path: Union[str, Path], images: torch.Tensor):
 
 def export_network(net: nn.Module, meta: Dict[str, Any], fmt: str, output: Union[str, Path],
                    images: torch.Tensor, inputs_desc: str, source: Union[str, Path],
-                   tolerance: float = 1e-4, test_metrics: Optional[Dict[str, Any]] = None,
-                   interpolation: str = "area") -> Dict[str, Any]:
+                   tolerance: float = 1e-4, test_metrics: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Export ``net`` (eval mode, as rebuilt from its checkpoint) and return its model card."""
     if fmt not in FORMATS:
         raise ExportError(f"format={fmt}: choose one of {', '.join(FORMATS)}")
@@ -98,9 +98,11 @@ def export_network(net: nn.Module, meta: Dict[str, Any], fmt: str, output: Union
                 write_onnx(program, tmp)
                 got = run_onnx(tmp, images)
             else:
+                from hdkd_lightning.deploy.safe_load import load_pt2
+
                 torch.export.save(program, str(tmp))
-                with torch.no_grad():
-                    got = torch.export.load(str(tmp)).module()(images)
+                with torch.no_grad():  # read back as hdkd-predict reads it: every export passes its checks
+                    got = load_pt2(tmp).module()(images)
         diff = max_logit_diff(got, reference)
         if not diff <= tolerance:
             raise ExportError(f"{fmt} export of {source} does not reproduce the network: max |logit difference| "
@@ -109,8 +111,7 @@ def export_network(net: nn.Module, meta: Dict[str, Any], fmt: str, output: Union
     finally:
         if tmp.exists():
             tmp.unlink()
-    card = _card(net, meta, fmt, output, source, diff, tolerance, len(images), inputs_desc, test_metrics,
-                 interpolation)
+    card = _card(net, meta, fmt, output, source, diff, tolerance, len(images), inputs_desc, test_metrics)
     write_card(output, card)
     return card
 
@@ -136,8 +137,7 @@ def _run_timm(meta: Dict[str, Any], path: Path, images: torch.Tensor):
         return model(images)
 
 
-def _card(net, meta, fmt, output, source, diff, tolerance, n_images, inputs_desc, test_metrics,
-          interpolation) -> Dict[str, Any]:
+def _card(net, meta, fmt, output, source, diff, tolerance, n_images, inputs_desc, test_metrics) -> Dict[str, Any]:
     import hdkd_lightning
 
     versions = {"hdkd_lightning": hdkd_lightning.__version__, "torch": torch.__version__}
@@ -149,7 +149,7 @@ def _card(net, meta, fmt, output, source, diff, tolerance, n_images, inputs_desc
         "format": fmt, "file": output.name, "arch": meta["arch"], "net_kwargs": dict(meta["net_kwargs"]),
         "class_names": list(meta["class_names"]), "image_size": int(meta["image_size"]),
         "params": sum(p.numel() for p in net.parameters()),
-        "preprocessing": preprocessing(int(meta["image_size"]), interpolation),
+        "preprocessing": inference_recipe(meta).card_entry(),
         "input": "image", "output": "logits", "outputs_are": "logits (softmax not applied)",
         "temperature": meta.get("temperature"),
         "source_checkpoint": {"path": str(Path(source).resolve()), "sha256": sha256_file(source)},

@@ -11,7 +11,7 @@ its bins, and before/after temperature scaling when a temperature is set) and
 Every file is written atomically (:func:`hdkd_lightning.files.atomic_write`), ``metrics.json``
 last: once it exists, the other files of the run are complete. Undefined values (a class absent
 from the targets) are ``null`` in JSON and an empty cell in CSV. Call the writers on one process
-only (global rank 0). The numbers come from :func:`hdkd_lightning.lit.metrics.compute_metrics`.
+only (global rank 0). The numbers come from :func:`hdkd_lightning.evaluation.metrics.compute_metrics`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import IO, Any, Dict, Mapping, Optional, Sequence, Union
 import numpy as np
 from torch import Tensor
 
+from hdkd_lightning.evaluation.metrics import PER_CLASS_KEYS, SCALAR_KEYS, check_labels, check_probs, compute_metrics, to_numpy
 from hdkd_lightning.files import atomic_write
-from hdkd_lightning.lit.metrics import PER_CLASS_KEYS, SCALAR_KEYS, check_labels, check_probs, compute_metrics, to_numpy
 
 __all__ = ["RESULT_KEYS", "METRICS_JSON", "PER_CLASS_CSV", "PREDICTIONS_CSV", "CONFUSION_PNG", "ROC_PNG", "PR_PNG",
            "RELIABILITY_PNG", "REPORT_HTML", "EvaluationOptions", "write_evaluation_artefacts",

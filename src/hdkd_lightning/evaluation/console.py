@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Mapping
 
-from hdkd_lightning.lit.metrics import PER_CLASS_KEYS
+from hdkd_lightning.evaluation.metrics import PER_CLASS_KEYS
 
 if TYPE_CHECKING:  # annotations only: the import happens where the object is made
     from rich.table import Table

@@ -33,6 +33,9 @@ _TEMPLATE = """<!DOCTYPE html>
 <body>
 <h1>{{ title }}</h1>
 <p class="muted">{{ subtitle }}</p>
+{% if data_lines %}<ul id="data-record">{% for line in data_lines %}
+<li class="{{ line.cls }}">{{ line.text }}</li>{% endfor %}
+</ul>{% endif %}
 
 <h2>Summary</h2>
 <table id="summary">
@@ -100,7 +103,7 @@ def render_report(metrics: Mapping[str, Any], pngs: Mapping[str, bytes], example
     """The HTML text of report.html for ``metrics`` (the content of metrics.json)."""
     from jinja2 import Environment
 
-    from hdkd_lightning.lit.metrics import PER_CLASS_KEYS
+    from hdkd_lightning.evaluation.metrics import PER_CLASS_KEYS
 
     ci = metrics.get("confidence_intervals") or {}
     names = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1_macro": "macro F1",
@@ -123,9 +126,36 @@ def render_report(metrics: Mapping[str, Any], pngs: Mapping[str, bytes], example
     subtitle = f"checkpoint {metrics.get('checkpoint', '')} | {metrics.get('num_samples')} images" + \
         (f" | {where}" if where else "")
     env = Environment(autoescape=True)
+    data_lines = _data_lines(metrics)
     return env.from_string(_TEMPLATE).render(
         title=f"Evaluation report: {model}", subtitle=subtitle, summary=summary, ci_note=ci_note,
         per_class_columns=[k.upper() if k in ("ppv", "npv") else k for k in PER_CLASS_KEYS], per_class=per_class,
         images={name: _data_uri(data) for name, data in pngs.items()}, calibration_text=text,
-        bins=cal.get("bins", 15), examples=[dict(ex, src=_data_uri(ex["png"])) for ex in examples])
+        bins=cal.get("bins", 15), examples=[dict(ex, src=_data_uri(ex["png"])) for ex in examples],
+        data_lines=data_lines)
+
+
+def _data_lines(metrics: Mapping[str, Any]) -> list:
+    """What the page says about the evaluated images: their split, external data, images seen in training."""
+    lines = []
+    record = metrics.get("data_record") or {}
+    split = record.get("split") or {}
+    if split:
+        lines.append({"cls": "muted", "text": f"Trained on data={(record.get('data') or {}).get('name')} "
+                      f"(split seed {split.get('seed')}, split fingerprint {split.get('fingerprint')}, "
+                      f"{(split.get('counts') or {}).get('train')} training images)."})
+    if metrics.get("split_source"):
+        lines.append({"cls": "muted", "text": f"Images evaluated: {metrics['split_source']}."})
+    if metrics.get("external_data"):
+        lines.append({"cls": "bad", "text": "External data: the model was not trained on this dataset's split."})
+    seen = sum((metrics.get("images_seen_in_training") or {}).values())
+    if seen:
+        lines.append({"cls": "bad", "text": f"{seen} of the evaluated images were training images of this model: "
+                      "their scores are not an estimate of performance on new images."})
+    elif metrics.get("images_seen_in_training") is not None:
+        lines.append({"cls": "ok", "text": "None of the evaluated images was a training image of this model."})
+    if "data_record" in metrics and not metrics["data_record"]:
+        lines.append({"cls": "muted", "text": "The checkpoint carries no data record (an earlier version wrote it): "
+                      "its split and training images cannot be checked."})
+    return lines
 

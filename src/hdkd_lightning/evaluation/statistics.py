@@ -3,16 +3,20 @@
 * :func:`bootstrap_intervals`: 95% percentile-bootstrap confidence intervals over the test images
   (``scipy.stats.bootstrap``; images resampled with replacement, ``resamples`` times, seeded) for
   accuracy, balanced accuracy, macro F1 and macro AUROC, each computed on a resample exactly as
-  :mod:`hdkd_lightning.lit.metrics` defines it (scikit-learn's functions; AUROC averaged over the
+  :mod:`hdkd_lightning.evaluation.metrics` defines it (scikit-learn's functions; AUROC averaged over the
   classes with positives and negatives in the resample).
 * :func:`expected_calibration_error`: top-label ECE with ``bins`` equal-width confidence bins
-  (15 by default): the image-weighted mean of ``|accuracy - mean confidence|`` per bin
-  (torchmetrics' ``multiclass_calibration_error``, L1 norm). :func:`reliability_bins` gives the
-  per-bin accuracy and confidence of the reliability diagram (scikit-learn's
-  ``calibration_curve`` on "the top class is right").
+  (15 by default): the image-weighted mean of ``|accuracy - mean confidence|`` per bin (L1 norm).
+  :func:`reliability_bins` gives the per-bin accuracy, mean confidence and image count of the
+  reliability diagram. Both bin the top-class probability with one rule (:func:`confidence_bins`):
+  bin ``k`` holds ``[k/bins, (k+1)/bins)``, the last one also ``1.0``, so a confidence on an edge
+  (0.2 with 5 bins) counts in the bin that starts there, in its image count, accuracy and mean
+  confidence alike.
 * :func:`fit_temperature`: the temperature ``T`` that minimises the negative log-likelihood of
   ``softmax(logits / T)`` on a (validation) split (LBFGS on ``log T``); the logits are recovered
-  from probabilities as ``log p`` (softmax ignores the per-image constant).
+  from probabilities as ``log p`` (softmax ignores the per-image constant). A fit that ends at an
+  end of :data:`TEMPERATURE_RANGE` is refused (:class:`TemperatureAtBound`): no temperature in the
+  range fits, and at the top every later probability would be close to uniform.
   :func:`apply_temperature` rescales probabilities with it.
 """
 
@@ -23,10 +27,13 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-__all__ = ["CI_METRICS", "bootstrap_intervals", "expected_calibration_error", "reliability_bins", "fit_temperature",
-           "apply_temperature"]
+__all__ = ["CI_METRICS", "bootstrap_intervals", "confidence_bins", "expected_calibration_error", "reliability_bins",
+           "TEMPERATURE_RANGE", "TemperatureAtBound", "fit_temperature", "apply_temperature"]
 
 CI_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "auroc_macro")
+#: the temperatures :func:`fit_temperature` can return; a fit ending at (within 0.1% of) either end is refused
+TEMPERATURE_RANGE = (0.05, 20.0)
+BOUND_TOLERANCE = 1e-3
 
 
 def _scores(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> np.ndarray:
@@ -60,34 +67,63 @@ def bootstrap_intervals(labels: Any, probs: Any, num_classes: int, resamples: in
     return out
 
 
-def expected_calibration_error(probs: Any, labels: Any, bins: int = 15) -> float:
-    from torchmetrics.functional.classification import multiclass_calibration_error
+def confidence_bins(confidence: Any, bins: int) -> np.ndarray:
+    """The bin of each confidence: ``k`` for ``[k/bins, (k+1)/bins)``, ``bins - 1`` also for 1.0."""
+    # the inner edges as the floats nearest k/bins (np.linspace gives k * (1/bins): 0.30000000000000004
+    # for 3/10), so a confidence written as 0.3 starts the bin of 0.3
+    edges = np.arange(1, bins) / bins
+    return np.searchsorted(edges, np.asarray(confidence, dtype=np.float64), side="right")
 
-    probs = torch.as_tensor(np.asarray(probs), dtype=torch.float32)
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    return float(multiclass_calibration_error(probs, labels, num_classes=probs.shape[1], n_bins=bins, norm="l1"))
+
+def _binned(probs: Any, labels: Any, bins: int):
+    """Per bin: images, sum of top-class confidences, images whose top class is right."""
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
+    which = confidence_bins(confidence, bins)
+    return (np.bincount(which, minlength=bins), np.bincount(which, weights=confidence, minlength=bins),
+            np.bincount(which, weights=correct, minlength=bins))
+
+
+def expected_calibration_error(probs: Any, labels: Any, bins: int = 15) -> float:
+    """Top-label ECE: the image-weighted mean over bins of ``|accuracy - mean confidence|``."""
+    count, confidence, right = _binned(probs, labels, bins)
+    # sum_k n_k/N |right_k/n_k - conf_k/n_k| = sum_k |right_k - conf_k| / N
+    return float(np.abs(right - confidence).sum() / count.sum()) if count.sum() else float("nan")
 
 
 def reliability_bins(probs: Any, labels: Any, bins: int = 15) -> Dict[str, list]:
-    """Per non-empty confidence bin: accuracy, mean confidence and image count."""
-    from sklearn.calibration import calibration_curve
-
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels)
-    confidence = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == labels).astype(int)
-    accuracy, mean_conf = calibration_curve(correct, confidence, n_bins=bins, strategy="uniform")
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    counts = np.histogram(confidence, bins=edges)[0]
-    return {"accuracy": accuracy.tolist(), "confidence": mean_conf.tolist(), "count": counts[counts > 0].tolist()}
+    """Per non-empty confidence bin, in order: accuracy, mean confidence and image count (the same images)."""
+    count, confidence, right = _binned(probs, labels, bins)
+    filled = count > 0
+    return {"accuracy": (right[filled] / count[filled]).tolist(),
+            "confidence": (confidence[filled] / count[filled]).tolist(), "count": count[filled].tolist()}
 
 
 def _logits(probs: Any) -> torch.Tensor:
     return torch.log(torch.as_tensor(np.asarray(probs), dtype=torch.float64).clamp_min(1e-12))
 
 
+class TemperatureAtBound(ValueError):
+    """A temperature fit whose optimum lies at an end of :data:`TEMPERATURE_RANGE` (or beyond it)."""
+
+    def __init__(self, bound: float, images: int, accuracy: float, chance: float) -> None:
+        self.bound, self.images, self.accuracy, self.chance = bound, images, accuracy, chance
+        if bound == TEMPERATURE_RANGE[1]:
+            cause = ("probabilities ever closer to uniform fit these images better, as for a model no better than "
+                     "chance on them (untrained, or scored on other data) or too few images: train the model "
+                     "further, or fit on more images")
+        else:
+            cause = ("ever sharper probabilities fit these images better, as when the model is right on all of them "
+                     "(too few images, or images it trained on): fit on more images it has not seen")
+        super().__init__(f"the fitted temperature reached its {'upper' if bound == TEMPERATURE_RANGE[1] else 'lower'} "
+                         f"bound T={bound:g} on {images} images (accuracy {accuracy:.3f}, chance {chance:.3f}): {cause}")
+
+
 def fit_temperature(probs: Any, labels: Any, max_iter: int = 200) -> float:
-    """The temperature minimising the NLL of ``softmax(log p / T)`` (T in [0.05, 20])."""
+    """The temperature minimising the NLL of ``softmax(log p / T)``, inside :data:`TEMPERATURE_RANGE`.
+
+    Raises :class:`TemperatureAtBound` when the fit ends at (or past) an end of the range."""
     logits = _logits(probs)
     target = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -99,7 +135,14 @@ def fit_temperature(probs: Any, labels: Any, max_iter: int = 200) -> float:
         loss.backward()
         return loss
     opt.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    temperature = float(log_t.detach().exp())
+    low, high = TEMPERATURE_RANGE
+    if low * (1 + BOUND_TOLERANCE) < temperature < high * (1 - BOUND_TOLERANCE):
+        return temperature
+    # clamping would store a temperature that fits nothing (LBFGS ran on past the range); NaN counts as the top
+    accuracy = float((logits.argmax(dim=1) == target).double().mean()) if len(target) else float("nan")
+    raise TemperatureAtBound(low if temperature <= low * (1 + BOUND_TOLERANCE) else high, int(len(target)), accuracy,
+                             1.0 / logits.shape[1])
 
 
 def apply_temperature(probs: Any, temperature: float) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 
 from hdkd_lightning.evaluation.artefacts import CONFUSION_PNG
 from hdkd_lightning.evaluation.figures import png_bytes, render_confusion_matrix
-from hdkd_lightning.lit.metrics import PER_CLASS_KEYS
+from hdkd_lightning.evaluation.metrics import PER_CLASS_KEYS
 
 __all__ = ["log_artefacts"]
 

@@ -62,11 +62,10 @@ class DistillModule(ClassifierModuleBase):
                  channels_last: Any = "auto", compile: bool = False, teacher_dtype: Optional[str] = None,
                  nonfinite_loss: str = "error", data_name: str = "", teacher_fold_bn: bool = True) -> None:
         student, teacher, optimizer, scheduler, loss = map(to_plain, (student, teacher, optimizer, scheduler, loss or {}))
-        super().__init__(class_names)
+        super().__init__(class_names, channels_last=channels_last, compile=compile, nonfinite_loss=nonfinite_loss)
         self.save_hyperparameters({"student": student, "teacher": teacher, "class_names": list(class_names),
                                    "optimizer": optimizer, "scheduler": scheduler, "loss": loss,
-                                   "class_weights": to_plain(class_weights),
-                                   "channels_last": self._check_channels_last(channels_last),
+                                   "class_weights": to_plain(class_weights), "channels_last": channels_last,
                                    "compile": compile, "teacher_dtype": teacher_dtype,
                                    "teacher_fold_bn": teacher_fold_bn,
                                    "nonfinite_loss": nonfinite_loss, "data_name": data_name,
@@ -120,7 +119,7 @@ class DistillModule(ClassifierModuleBase):
         cached = self.__dict__.get("_step_teacher")
         device = next(self.teacher.parameters()).device
         if cached is None or next(cached.parameters()).device != device:
-            cached = prepare_teacher(self.teacher, channels_last=self.channels_last_on(device), dtype=dtype, fold=fold)
+            cached = prepare_teacher(self.teacher, channels_last=self.channels_last.on(device), dtype=dtype, fold=fold)
             object.__setattr__(self, "_step_teacher", cached)  # plain attribute: not a submodule
         return cached
 
@@ -131,12 +130,12 @@ class DistillModule(ClassifierModuleBase):
         return self.student.parameters()
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int):
-        images, labels = self._input_layout(batch["image"]), batch["label"]
+        images, labels = self.channels_last.images(batch["image"]), batch["label"]
         teacher_images = images.to(self._teacher_dtype) if self._teacher_dtype is not None else None
         self.teacher.eval()
-        loss, parts, _ = distill_forward(self.training_net(), self.step_teacher(), self.loss_fn, images, labels,
+        loss, parts, _ = distill_forward(self.compiled(self.net), self.step_teacher(), self.loss_fn, images, labels,
                                          teacher_images)
-        loss = self._check_loss(loss, parts)
+        loss = self.nonfinite.check(loss, parts, self)
         if loss is None:
             return None
         n = len(labels)

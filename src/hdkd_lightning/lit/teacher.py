@@ -40,11 +40,10 @@ class TeacherModule(ClassifierModuleBase):
                  class_weights: Optional[List[float]] = None, channels_last: Any = "auto", compile: bool = False,
                  nonfinite_loss: str = "error", data_name: str = "") -> None:
         net, optimizer, scheduler = to_plain(net), to_plain(optimizer), to_plain(scheduler)
-        super().__init__(class_names)
+        super().__init__(class_names, channels_last=channels_last, compile=compile, nonfinite_loss=nonfinite_loss)
         self.save_hyperparameters({"net": net, "class_names": list(class_names), "optimizer": optimizer,
                                    "scheduler": scheduler, "label_smoothing": label_smoothing,
-                                   "class_weights": to_plain(class_weights),
-                                   "channels_last": self._check_channels_last(channels_last),
+                                   "class_weights": to_plain(class_weights), "channels_last": channels_last,
                                    "compile": compile, "nonfinite_loss": nonfinite_loss, "data_name": data_name,
                                    "arch_name": net["arch"]})
         self.net = timm.create_model(net["arch"], **net.get("kwargs", {}))
@@ -53,14 +52,14 @@ class TeacherModule(ClassifierModuleBase):
         self.register_buffer("ce_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32))
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int):
-        images, labels = self._input_layout(batch["image"]), batch["label"]
-        out = self.training_net()(images)
+        images, labels = self.channels_last.images(batch["image"]), batch["label"]
+        out = self.compiled(self.net)(images)
         if isinstance(out, tuple):  # a distilled student trained on labels only: both heads learn the labels
             loss = sum(F.cross_entropy(o, labels, weight=self.ce_weights, label_smoothing=self.hparams.label_smoothing)
                        for o in out) / len(out)
         else:
             loss = F.cross_entropy(out, labels, weight=self.ce_weights, label_smoothing=self.hparams.label_smoothing)
-        loss = self._check_loss(loss, {"loss_ce": loss})
+        loss = self.nonfinite.check(loss, {"loss_ce": loss}, self)
         if loss is None:
             return None
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))

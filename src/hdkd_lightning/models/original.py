@@ -18,7 +18,8 @@ import timm
 import torch
 from torch import nn
 
-from hdkd_lightning.checkpoints.format import CheckpointError, describe_keys, load_strict
+from hdkd_lightning.errors import CheckpointError
+from hdkd_lightning.models.loading import describe_keys, load_strict
 
 __all__ = ["checkpoint_filter_fn", "load_original_checkpoint", "read_state_dict", "infer_model_kwargs",
            "OriginalCheckpointError"]
@@ -111,7 +112,7 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise OriginalCheckpointError(f"weights file not found: {path}; check the path of the original code's weights")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError for code-carrying pickles, others for junk

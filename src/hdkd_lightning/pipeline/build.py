@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig, open_dict
 
-from hdkd_lightning.config import ConfigError
+from hdkd_lightning.errors import ConfigError
 from hdkd_lightning.files import to_plain
 
 log = logging.getLogger("hdkd_lightning")
 
-__all__ = ["output_dir", "set_output_dir", "build_datamodule", "net_spec", "build_module", "build_trainer",
-           "finish_wandb"]
+__all__ = ["output_dir", "set_output_dir", "build_datamodule", "build_checkpoint_datamodule", "net_spec",
+           "build_module", "build_trainer", "finish_wandb"]
 
 _MODEL_ONLY_KEYS = ("_target_", "class_weighted_loss", "teacher")
 
@@ -39,6 +39,104 @@ def build_datamodule(cfg: DictConfig):
     return dm
 
 
+def _given_on_command_line(key: str) -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return any(o.split("=")[0].lstrip("+~") == key for o in HydraConfig.get().overrides.task)
+    except Exception:  # noqa: BLE001 - outside a Hydra job nothing was given
+        return False
+
+
+def build_checkpoint_datamodule(cfg: DictConfig, meta: Dict[str, Any], splits: Tuple[str, ...]):
+    """The data to score a trained checkpoint on (``hdkd-eval``, export's int8 gate, calibration).
+
+    * The checkpoint's inference recipe sets the image size, resize and normalisation.
+    * With a data record (:mod:`hdkd_lightning.data.provenance`) and the data it was trained on
+      (same ``data=`` choice and source, no ``data.split_file`` given), the split it recorded is used
+      exactly, and its images are checked to be the recorded ones (by content or ISIC id), so the
+      current ``data.seed`` / ``data.split_seed`` cannot re-carve validation or test.
+    * Other data (another ``data=``, or a ``data.split_file`` given) is scored as configured and
+      reported as external data.
+    * Either way, the images of ``splits`` that the model trained on are counted.
+
+    Returns the prepared DataModule and what was decided (written into ``metrics.json``).
+    """
+    import tempfile
+
+    from hdkd_lightning.config import hydra_choice
+    from hdkd_lightning.data.provenance import count_seen, key_set, record_summary
+    from hdkd_lightning.deploy.recipe import inference_recipe
+
+    record = meta.get("provenance")
+    recipe = inference_recipe(meta)
+    data_name = hydra_choice("data", "data")
+    with open_dict(cfg):
+        if not _given_on_command_line("data.image_size"):
+            cfg.data.image_size = recipe.image_size
+        if recipe.recorded:  # older checkpoints: the data config's own preprocessing, as before
+            cfg.data.interpolation = recipe.interpolation
+            cfg.data.transforms = {"train": cfg.data.get("transforms", {}).get("train"),
+                                   "eval": [dict(e) for e in recipe.eval_entries]}
+    info: Dict[str, Any] = {"data": data_name, "data_record": record_summary(record)}
+    if record is None:
+        log.warning("%s has no data record (written before this version): the splits are carved from the "
+                    "data.* settings given now and cannot be checked against its training images",
+                    cfg.get("ckpt_path"))
+        info.update(external_data=None, split_source="carved from data.* (no record in the checkpoint)")
+        return build_datamodule(cfg), info
+    trained_on = record["data"]
+    same = (data_name == trained_on.get("name") and str(cfg.data.get("source")) == trained_on.get("source")
+            and not cfg.data.get("split_file"))
+    if not same:
+        dm = build_datamodule(cfg)
+        info.update(external_data=True, split_source=f"data={data_name} as configured "
+                    f"(the model was trained on data={trained_on.get('name')})")
+    else:
+        with tempfile.TemporaryDirectory(prefix="hdkd-recorded-split-") as tmp:
+            split_file = Path(tmp) / "splits.csv"
+            split_file.write_text(record["splits_csv"], encoding="utf-8")
+            with open_dict(cfg):
+                cfg.data.split_file = str(split_file)
+            try:
+                dm = build_datamodule(cfg)
+            finally:
+                with open_dict(cfg):
+                    cfg.data.split_file = None
+        _check_recorded_images(dm, record, cfg)
+        info.update(external_data=False, split_source="the split recorded in the checkpoint")
+    train_keys = key_set(record, "train")
+    info["images_seen_in_training"] = {}
+    for split in splits:
+        records = dm.split_records(split)
+        seen = count_seen(dm.image_keys(records).values(), train_keys)
+        info["images_seen_in_training"][split] = seen
+        if seen:
+            log.warning("%d of the %d %s images evaluated here were training images of %s: their scores are "
+                        "not an estimate of performance on new images", seen, len(records), split,
+                        cfg.get("ckpt_path"))
+    return dm, info
+
+
+def _check_recorded_images(dm, record: Dict[str, Any], cfg: DictConfig) -> None:
+    """The validation and test images found under ``data.root`` must be the ones the record names."""
+    from hdkd_lightning.data.provenance import key_set
+
+    for split in ("val", "test"):
+        known = key_set(record, split)
+        records = dm.split_records(split)
+        changed = [path for path, keys in dm.image_keys(records).items() if not any(k in known for k in keys)]
+        if changed:
+            from hdkd_lightning.data.base import describe_paths
+
+            raise ConfigError(
+                f"data.root={cfg.data.get('root')}: {len(changed)} of the {len(records)} {split} images of the split "
+                f"recorded in {cfg.get('ckpt_path')} are other files here (different content): "
+                f"{describe_paths(changed)}. Point data.root at the dataset the model was trained on "
+                f"(data.root={record['data'].get('root')}), or pass data.split_file=<csv> to score other images "
+                f"as external data")
+
+
 def net_spec(node: DictConfig, num_classes: int, image_size: int) -> Dict[str, Any]:
     spec = to_plain(node)
     kwargs = dict(spec.get("kwargs") or {})
@@ -46,8 +144,13 @@ def net_spec(node: DictConfig, num_classes: int, image_size: int) -> Dict[str, A
     return {"arch": spec["arch"], "kwargs": kwargs}
 
 
-def build_module(cfg: DictConfig, dm, data_name: str):
-    """The LightningModule of ``cfg.model`` sized for the data; for HDKD also the teacher, checked."""
+def build_module(cfg: DictConfig, dm, data_name: str, record: Optional[Dict[str, Any]] = None,
+                 resume: Optional[Path] = None):
+    """The LightningModule of ``cfg.model`` sized for the data; for HDKD also the teacher, checked.
+
+    ``record`` is the run's data record (saved with every checkpoint; for HDKD it gains the
+    teacher's entry). A resumed distillation run (``resume``) keeps the teacher of its checkpoint.
+    """
     from hydra.utils import get_class
 
     model_cfg = cfg.model
@@ -56,26 +159,49 @@ def build_module(cfg: DictConfig, dm, data_name: str):
     class_weights = dm.class_weights().tolist() if model_cfg.get("class_weighted_loss", False) else None
     common = dict(class_names=list(dm.class_names), class_weights=class_weights, data_name=data_name)
     if "student" in model_cfg:
-        from hdkd_lightning.checkpoints.teacher import check_teacher_fits, load_teacher, resolve_teacher_path
+        teacher, path = _teacher(cfg, resume, data_name)
+        from hdkd_lightning.checkpoints.teacher import check_teacher_data, check_teacher_fits
 
-        tcfg = model_cfg.teacher
-        path = resolve_teacher_path(tcfg.get("ckpt_path"), tcfg.get("experiment"), Path(cfg.paths.log_dir))
-        teacher = load_teacher(path)
         check_teacher_fits(teacher, list(dm.class_names), dm.image_size, data_name)
         info = teacher.summary()
-        score = info["val_balanced_accuracy"]
-        log.info("teacher: %s (validation balanced accuracy %s)", info["path"],
-                 "not recorded" if score is None else f"{score:.4f}")
+        if teacher.entry is None:  # a new run: check the teacher against this run's evaluation images
+            eval_keys = {s: list(dm.image_keys(dm.split_records(s)).values()) for s in ("val", "test")}
+            info.update(check_teacher_data(teacher, eval_keys, data_name))
+        score = info.get("val_balanced_accuracy")
+        log.info("teacher: %s (validation balanced accuracy %s)%s", info["path"],
+                 "not recorded" if score is None else f"{score:.4f}",
+                 f"; {info['leak_check']}" if info.get("leak_check") else "")
         with open_dict(cfg):
             cfg.model.teacher.resolved = info  # saved with the run's config
+        if record is not None:
+            record["teacher"] = info
         t_kwargs = dict(teacher.net_kwargs, img_size=dm.image_size)
         params.update(student=net_spec(model_cfg.student, dm.num_classes, dm.image_size),
                       teacher={"arch": teacher.arch, "kwargs": t_kwargs, "source": str(path)})
         module = _construct(cls, params, common)
         module.load_teacher_state(teacher.state_dict)
-        return module
-    params["net"] = net_spec(model_cfg.net, dm.num_classes, dm.image_size)
-    return _construct(cls, params, common)
+    else:
+        params["net"] = net_spec(model_cfg.net, dm.num_classes, dm.image_size)
+        module = _construct(cls, params, common)
+    module.data_record = record
+    return module
+
+
+def _teacher(cfg: DictConfig, resume: Optional[Path], data_name: str):
+    """The teacher (spec, path): the one a resumed run started with, else model.teacher.* resolved now."""
+    from hdkd_lightning.checkpoints.teacher import load_teacher, resolve_teacher_path, teacher_from_run_checkpoint
+
+    if resume is not None:
+        kept = teacher_from_run_checkpoint(resume)
+        if kept is not None:
+            given = cfg.model.teacher.get("ckpt_path")
+            if given and kept.entry.get("path") and Path(str(given)).expanduser().resolve() != Path(kept.entry["path"]):
+                log.warning("model.teacher.ckpt_path=%s is ignored: the resumed run keeps its teacher %s", given,
+                            kept.entry["path"])
+            return kept, kept.path
+    tcfg = cfg.model.teacher
+    path = resolve_teacher_path(tcfg.get("ckpt_path"), tcfg.get("experiment"), Path(cfg.paths.log_dir), data_name)
+    return load_teacher(path), path
 
 
 def _construct(cls, params: Dict[str, Any], common: Dict[str, Any]):
@@ -139,7 +265,7 @@ def build_trainer(cfg: DictConfig, out: Path, extra_callbacks=(), run_info: Opti
 
     from hdkd_lightning.checkpoints.io import AtomicCheckpointIO
     from hdkd_lightning.evaluation.artefacts import EvaluationOptions
-    from hdkd_lightning.lit.test_artefacts import TestArtefacts
+    from hdkd_lightning.evaluation.callback import TestArtefacts
 
     try:
         options = EvaluationOptions.from_config(cfg.get("report"))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from hdkd_lightning.config import ConfigError, hydra_choice
+from hdkd_lightning.config import hydra_choice
+from hdkd_lightning.errors import ConfigError
 from hdkd_lightning.pipeline.build import build_datamodule
 
 log = logging.getLogger("hdkd_lightning")
@@ -19,8 +20,9 @@ def run_convert(cfg: DictConfig) -> Path:
     """A weights file of the original code -> a checkpoint usable by eval, predict and as teacher."""
     import lightning
 
-    from hdkd_lightning.checkpoints.format import META_KEY, CheckpointError, build_meta
+    from hdkd_lightning.checkpoints.format import META_KEY, build_meta
     from hdkd_lightning.checkpoints.io import AtomicCheckpointIO
+    from hdkd_lightning.errors import CheckpointError
     from hdkd_lightning.models.original import ARCHS, load_original_checkpoint
 
     if cfg.arch not in ARCHS:

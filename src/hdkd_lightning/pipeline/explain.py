@@ -13,7 +13,7 @@ from typing import Any, Dict, List
 
 from omegaconf import DictConfig
 
-from hdkd_lightning.config import ConfigError
+from hdkd_lightning.errors import ConfigError
 
 log = logging.getLogger("hdkd_lightning")
 
@@ -35,8 +35,7 @@ def run_explain(cfg: DictConfig) -> Path:
     import torch
 
     from hdkd_lightning.checkpoints import network_from_checkpoint
-    from hdkd_lightning.data.datamodule import HdkdDataModule
-    from hdkd_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from hdkd_lightning.deploy.recipe import inference_recipe
     from hdkd_lightning.evaluation.explain import denormalize, explanation_figure, gradcam_maps
     from hdkd_lightning.evaluation.figures import save_png
     from hdkd_lightning.files import atomic_write
@@ -52,15 +51,15 @@ def run_explain(cfg: DictConfig) -> Path:
     out = Path(str(cfg.output_dir)).expanduser()
     out = out if out.is_absolute() else Path(os.getcwd()) / out
     out.mkdir(parents=True, exist_ok=True)
-    dm = HdkdDataModule.from_paths(source, image_size=int(meta["image_size"]), batch_size=int(cfg.batch_size),
-                                   class_names=names, max_image_pixels=cfg.get("max_image_pixels"),
-                                   on_bad_image=cfg.get("on_bad_image", "error"))
-    temperature = float(meta.get("temperature") or 1.0)
+    recipe = inference_recipe(meta)
+    mean, std = recipe.normalization()
+    dm = recipe.image_files(source, names, batch_size=int(cfg.batch_size), max_image_pixels=cfg.get("max_image_pixels"),
+                            on_bad_image=cfg.get("on_bad_image", "error"))
     rows: List[Dict[str, Any]] = []
     for batch in dm.predict_dataloader():
         images = batch["image"]
         with torch.inference_mode():
-            probs = torch.softmax(net(images).float() / temperature, dim=1)
+            probs = recipe.probabilities(net(images))
         predicted = probs.argmax(dim=1).tolist()
         targets = predicted if target == "pred" else [names.index(target)] * len(predicted)
         maps = gradcam_maps(net, images, targets)
@@ -68,7 +67,7 @@ def run_explain(cfg: DictConfig) -> Path:
             n = len(rows)
             png = f"{n:04d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(path).stem)}.png"
             title = f"predicted {names[pred]} ({float(p[pred]):.2f}); Grad-CAM of {names[tgt]}"
-            save_png(explanation_figure(denormalize(img, IMAGENET_MEAN, IMAGENET_STD), cam, title), out / png)
+            save_png(explanation_figure(denormalize(img, mean, std), cam, title), out / png)
             rows.append({"image": str(path), "png": png, "predicted": names[pred], "probability": float(p[pred]),
                          "target": names[tgt], "target_probability": float(p[tgt])})
     if not rows:

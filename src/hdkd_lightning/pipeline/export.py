@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import torch
 from omegaconf import DictConfig, open_dict
 
-from hdkd_lightning.config import ConfigError
+from hdkd_lightning.errors import ConfigError
 
 log = logging.getLogger("hdkd_lightning")
 
@@ -21,17 +21,19 @@ __all__ = ["run_export"]
 
 
 def _data_module(cfg: DictConfig, meta: Dict[str, Any]):
-    """The DataModule of ``data=...`` at the checkpoint's image size, checked against its classes."""
-    from hdkd_lightning.pipeline.build import build_datamodule
+    """The data of ``data=...`` for the parity images and the int8 gate: the split the checkpoint recorded
+    when these are the data it was trained on (pipeline.build.build_checkpoint_datamodule), checked
+    against its classes. The decision is logged (and kept in the int8 report)."""
+    from hdkd_lightning.pipeline.build import build_checkpoint_datamodule
 
     with open_dict(cfg):
-        cfg.data.image_size = int(meta["image_size"])
         cfg.data.num_workers = 0
-    dm = build_datamodule(cfg)
+    dm, info = build_checkpoint_datamodule(cfg, meta, ("val", "test"))
     if list(dm.class_names) != list(meta["class_names"]):
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} has classes {meta['class_names']} but the data has "
                           f"{list(dm.class_names)}; give the dataset the model was trained on")
-    return dm
+    log.info("export data: %s", info["split_source"])
+    return dm, info
 
 
 def _batches(dm, split: str, limit: Optional[int] = None, batch_size: int = 64) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
@@ -49,13 +51,12 @@ def _parity_images(cfg: DictConfig, meta: Dict[str, Any], dm) -> Tuple[torch.Ten
         images = torch.cat([x for x, _ in _batches(dm, "test", n)])
         return images, f"{len(images)} test images of data={dm.source_name}"
     if cfg.get("input"):
-        from hdkd_lightning.data.datamodule import HdkdDataModule
+        from hdkd_lightning.deploy.recipe import inference_recipe
 
         source = Path(str(cfg.input)).expanduser()
         if not source.exists():
             raise ConfigError(f"input={cfg.input}: no such file or folder")
-        pdm = HdkdDataModule.from_paths(source, image_size=int(meta["image_size"]), batch_size=n,
-                                        class_names=meta["class_names"])
+        pdm = inference_recipe(meta).image_files(source, meta["class_names"], batch_size=n)
         images = next(iter(pdm.predict_dataloader()))["image"][:n]
         return images, f"{len(images)} images from {source}"
     gen = torch.Generator().manual_seed(int(cfg.seed))
@@ -73,7 +74,7 @@ def _test_metrics(ckpt: Path) -> Optional[Dict[str, Any]]:
 
 
 def _balanced_accuracy(run, dm, split: str, class_names) -> Optional[float]:
-    from hdkd_lightning.lit.metrics import compute_metrics
+    from hdkd_lightning.evaluation.metrics import compute_metrics
 
     if not dm.split_records(split):
         return None
@@ -96,8 +97,13 @@ def _latency_ms(run, size: int, repeats: int = 50) -> Dict[str, float]:
     return {"median": statistics.median(times), "p95": times[int(0.95 * (len(times) - 1))]}
 
 
-def _int8(cfg: DictConfig, output: Path, card: Dict[str, Any], dm) -> Dict[str, Any]:
-    """The int8 model of an ONNX export, calibrated on training images and checked on validation."""
+def _int8(cfg: DictConfig, output: Path, card: Dict[str, Any], dm, data_info: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The int8 model of an ONNX export, calibrated on training images and checked on validation.
+
+    Data without validation images are refused (``ConfigError``, before quantising; the fp32 export
+    is kept) rather than checked on another split: the training images are the calibration set, and
+    accepting the model on test images would make the test figures reported beside it part of the choice.
+    """
     from hdkd_lightning.deploy.card import write_card
     from hdkd_lightning.deploy.export import ExportError
     from hdkd_lightning.deploy.quantize import quantize_int8
@@ -105,6 +111,10 @@ def _int8(cfg: DictConfig, output: Path, card: Dict[str, Any], dm) -> Dict[str, 
     if dm is None:
         raise ConfigError("int8=true needs training images to calibrate on and a validation split to check "
                           "accuracy: add data=<name> data.root=<dir>")
+    if not dm.split_records("val"):
+        raise ConfigError(f"int8=true checks the int8 model on the validation split and data={dm.source_name} has no "
+                          f"validation images here: give it some (data.val_fraction > 0, e.g. 0.15, or a data.split_file "
+                          f"with val rows); the test split is not used to accept a model. The fp32 model {output} is kept")
     int8_path = output.with_name(output.stem + ".int8.onnx")
     calibration = (x.numpy() for x, _ in _batches(dm, "train", int(cfg.calibration_images), batch_size=32))
     quantize_int8(output, int8_path, calibration)
@@ -122,6 +132,7 @@ def _int8(cfg: DictConfig, output: Path, card: Dict[str, Any], dm) -> Dict[str, 
     drop = acc["val"]["fp32"] - acc["val"]["int8"]
     speed = {name: _latency_ms(runner(name), card["image_size"]) for name in sessions}
     report = {"calibration": f"{cfg.calibration_images} training images of data={dm.source_name}, min/max",
+              "data": data_info,
               "balanced_accuracy": acc, "val_drop": drop, "max_drop": float(cfg.int8_max_drop),
               "latency_b1_ms": speed}
     if drop > float(cfg.int8_max_drop):
@@ -147,13 +158,13 @@ def run_export(cfg: DictConfig) -> Dict[str, Any]:
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
     net, meta = network_from_checkpoint(ckpt)  # refuses files that would run code
     output = Path(str(cfg.output)).expanduser().resolve()
-    dm = _data_module(cfg, meta) if cfg.get("data") is not None else None
+    dm, data_info = _data_module(cfg, meta) if cfg.get("data") is not None else (None, None)
     images, inputs_desc = _parity_images(cfg, meta, dm)
     try:
         card = export_network(net, meta, cfg.format, output, images, inputs_desc, ckpt,
                               tolerance=float(cfg.parity_tolerance), test_metrics=_test_metrics(ckpt))
         if cfg.int8:
-            card["int8"] = _int8(cfg, output, card, dm)
+            card["int8"] = _int8(cfg, output, card, dm, data_info)
     except ExportError as exc:
         raise ConfigError(str(exc)) from None
     log.info("exported %s (%s) -> %s; parity max |logit diff| %.2e on %s", ckpt, cfg.format, output,

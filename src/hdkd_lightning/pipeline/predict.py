@@ -1,8 +1,8 @@
 """``hdkd-predict``: class probabilities for image files with a checkpoint or an exported model.
 
 The network runs through :func:`hdkd_lightning.deploy.backends.load_predictor` (deployed
-checkpoint, pt2 program or ONNX Runtime, on ``device``); images go through the evaluation
-preprocessing of the model (resize to its image size, its normalisation). The CSV has one row per
+checkpoint, pt2 program or ONNX Runtime, on ``device``); images go through the model's inference
+recipe (:mod:`hdkd_lightning.deploy.recipe`: its image size, resize and normalisation). The CSV has one row per
 image: ``path,label,predicted,prob_<class>...`` (the format of ``hdkd-eval``'s predictions.csv,
 ``label`` empty) plus ``top<i>``/``top<i>_prob`` columns when ``topk`` > 1. The time spent in the
 network and outside it (decoding, resizing, reading, writing) is measured and reported.
@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 import numpy as np
 from omegaconf import DictConfig
 
-from hdkd_lightning.config import ConfigError
+from hdkd_lightning.errors import ConfigError
 
 log = logging.getLogger("hdkd_lightning")
 
@@ -53,10 +53,8 @@ def run_predict(cfg: DictConfig) -> Dict[str, Any]:
     """Predict every image of ``cfg.input`` (a file or a folder, recursive); returns a summary."""
     import torch
 
-    from hdkd_lightning.checkpoints import CheckpointError
-    from hdkd_lightning.data.datamodule import HdkdDataModule
     from hdkd_lightning.deploy.backends import load_predictor
-    from hdkd_lightning.deploy.card import eval_entries
+    from hdkd_lightning.errors import CheckpointError
     from hdkd_lightning.evaluation.artefacts import write_predictions_csv
     from hdkd_lightning.files import write_json_atomic
 
@@ -74,13 +72,12 @@ def run_predict(cfg: DictConfig) -> Dict[str, Any]:
     names = predictor.class_names
     if not 0 <= k <= len(names):
         raise ConfigError(f"topk={k}: choose 0..{len(names)} (the model has {len(names)} classes)")
-    meta = predictor.meta
-    dm = HdkdDataModule.from_paths(source, image_size=predictor.image_size, batch_size=int(cfg.batch_size),
-                                   num_workers=int(cfg.num_workers), class_names=names,
-                                   interpolation=(meta.get("preprocessing") or {}).get("interpolation", "area"),
-                                   transforms={"eval": eval_entries(meta)},
-                                   max_image_pixels=cfg.get("max_image_pixels"),
-                                   on_bad_image=cfg.get("on_bad_image", "error"))
+    if not predictor.recipe.recorded:
+        log.warning("%s records no preprocessing (written by an earlier version): assuming %s resize and "
+                    "ImageNet normalisation", cfg.ckpt_path, predictor.recipe.interpolation)
+    dm = predictor.recipe.image_files(source, names, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers),
+                                      max_image_pixels=cfg.get("max_image_pixels"),
+                                      on_bad_image=cfg.get("on_bad_image", "error"))
     paths: List[str] = []
     probs: List[np.ndarray] = []
     in_network = 0.0

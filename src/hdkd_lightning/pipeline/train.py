@@ -9,7 +9,8 @@ from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from hdkd_lightning.config import ConfigError, check_trainer_config, hydra_choice, print_config_tree
+from hdkd_lightning.config import check_trainer_config, hydra_choice, print_config_tree
+from hdkd_lightning.errors import ConfigError
 from hdkd_lightning.files import to_plain
 from hdkd_lightning.pipeline.build import (
     build_datamodule,
@@ -84,7 +85,11 @@ def run_train(cfg: DictConfig, extra_callbacks=()) -> Dict[str, Any]:
     """
     from hdkd_lightning.checkpoints import runs
 
-    check_trainer_config(cfg.trainer)
+    check_trainer_config(cfg.trainer, nonfinite_loss=OmegaConf.select(cfg, "model.nonfinite_loss"))
+    if not cfg.get("train", True) and not cfg.get("ckpt_path"):
+        # without a checkpoint the test would score freshly initialised weights and call the run completed
+        raise ConfigError("train=false tests a trained checkpoint but none was given: pass ckpt_path=<checkpoint> "
+                          "(or ckpt_path=last), or drop train=false")
     if cfg.get("train", True) and _selection_callback_cfg(cfg) is None:
         raise ConfigError(f"optimized_metric={cfg.get('optimized_metric')} is not monitored by a checkpoint "
                           f"callback, so no best epoch (or sweep objective) can be chosen; use callbacks=default "
@@ -129,10 +134,17 @@ def _fit_and_test(cfg: DictConfig, out: Path, resume: Optional[Path], extra_call
 
     pl.seed_everything(cfg.seed, workers=True)
 
+    from hdkd_lightning.checkpoints import runs
+    from hdkd_lightning.data.provenance import record_summary
+
     data_name = hydra_choice("data", "data")
     dm = build_datamodule(cfg)
-    module = build_module(cfg, dm, data_name)
-    trainer, artefacts = build_trainer(cfg, out, extra_callbacks, run_info={"data": data_name, "split": "test"})
+    record = dm.data_record(data_name)
+    module = build_module(cfg, dm, data_name, record=record, resume=resume)
+    summary = record_summary(record)
+    runs.update_run(out, data_record=summary)  # every rank writes run.json the same way (mark_run_started)
+    trainer, artefacts = build_trainer(cfg, out, extra_callbacks,
+                                       run_info={"data": data_name, "split": "test", "data_record": summary})
     if trainer.is_global_zero:
         print_config_tree(cfg, save_to=out / "config_tree.txt")
         OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
@@ -155,6 +167,8 @@ def _fit_and_test(cfg: DictConfig, out: Path, resume: Optional[Path], extra_call
             best = next((cb.best_model_path for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), "")
             if not best and (out / "checkpoints" / "best.ckpt").is_file():
                 best = str(out / "checkpoints" / "best.ckpt")
+            if not best and not cfg.get("train", True):
+                best = str(resume)  # train=false with a checkpoint outside a run folder: test that checkpoint
             trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
             results["test"] = artefacts.results
             results["best_checkpoint"] = best or None

@@ -20,7 +20,7 @@ SOURCES = {
 
 def resolve_source(name: str) -> type:
     """The source class for a short name (``ham10000``) or a dotted path."""
-    from hdkd_lightning.data.base import DataError
+    from hdkd_lightning.errors import DataError
 
     target = SOURCES.get(name, name)
     module, _, cls = target.rpartition(".")

@@ -6,8 +6,9 @@ import csv
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from hdkd_lightning.data.base import DataError, FileSource, Index, Problem, Record
+from hdkd_lightning.data.base import FileSource, Index, Problem, Record
 from hdkd_lightning.data.io import is_hidden, looks_like_image, scan_images
+from hdkd_lightning.errors import DataError
 
 
 def read_csv(file: Path, required: Sequence[str]) -> list[dict[str, str]]:

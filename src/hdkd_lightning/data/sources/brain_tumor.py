@@ -3,7 +3,8 @@
 Classes (sorted folder names): glioma, meningioma, notumor, pituitary. ``Testing/`` is the
 test split; validation is carved from ``Training/`` (stratified, ``data.val_fraction`` of it,
 default 15%). The dataset has hundreds of byte-identical copies across and within the
-folders: ``data.dedup=true`` removes them (a Testing copy wins over a Training copy). Images
+folders: ``conf/data/brain_tumor.yaml`` sets ``data.dedup=true``, which removes them (a Testing
+copy wins over a Training copy); ``data.dedup=false`` keeps them, as the original code did. Images
 are not grouped (no patient ids are distributed).
 """
 

@@ -15,9 +15,10 @@ split: train/val/test are carved 70/15/15 by default (``data.val_fraction``,
 
 from __future__ import annotations
 
-from hdkd_lightning.data.base import DataError, FileSource, Index, Problem, Record
+from hdkd_lightning.data.base import FileSource, Index, Problem, Record
 from hdkd_lightning.data.io import iter_files, looks_like_image
 from hdkd_lightning.data.sources._common import find_named, image_of_row, images_by_id, read_csv
+from hdkd_lightning.errors import DataError
 
 HAM_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 METADATA = "HAM10000_metadata.csv"

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hdkd_lightning.data.base import DataError, FileSource, Index, Problem, Record
+from hdkd_lightning.data.base import FileSource, Index, Problem, Record
 from hdkd_lightning.data.io import iter_files, looks_like_image
 from hdkd_lightning.data.sources._common import find_dir, find_named, image_of_row, images_by_id, read_csv
 from hdkd_lightning.data.sources.ham10000 import HAM_CLASSES
+from hdkd_lightning.errors import DataError
 
 _PREFIX = "ISIC2018_Task3_"
 _SPLITS = {"train": "Training", "val": "Validation", "test": "Test"}

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hdkd_lightning.data.base import SPLITS, DataError, Index, Record
+from hdkd_lightning.data.base import SPLITS, Index, Record
+from hdkd_lightning.errors import DataError
 
 _SPLIT_ID = {s: i for i, s in enumerate(SPLITS)}
 

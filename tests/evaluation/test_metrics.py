@@ -21,11 +21,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from hdkd_lightning.evaluation import metrics as M
 from hdkd_lightning.evaluation.artefacts import RESULT_KEYS, write_evaluation_artefacts, write_predictions_csv
 from hdkd_lightning.evaluation.console import format_metrics_table
+from hdkd_lightning.evaluation.metrics import ClassificationMetrics, compute_metrics
 from hdkd_lightning.evaluation.uploads import log_artefacts
-from hdkd_lightning.lit import metrics as M
-from hdkd_lightning.lit.metrics import ClassificationMetrics, compute_metrics
 
 NAMES = ["akiec", "bcc", "bkl", "mel", "nv"]
 

@@ -1,11 +1,14 @@
 """TestArtefacts: score a whole test split once and write its artefacts, as a Lightning callback.
 
-The module's ``test_step`` returns ``{"path", "label", "probs"}`` per batch; this callback keeps
-the rows, gathers them from every process under DDP, counts each image once (a distributed
-sampler pads the split with repeats), and then, on global rank 0, writes every evaluation
-artefact to ``output_dir`` (:func:`hdkd_lightning.evaluation.artefacts.write_evaluation_artefacts`:
-metrics.json with intervals and calibration, the CSVs, the figures and report.html with Grad-CAM
-examples kept while the batches streamed past), logs the ``test/*`` scalars and sends the
+The module under test (a ``lit`` classifier; this module reads it by these names and never imports
+``lit``) has ``class_names``, ``kind``, ``hparams["arch_name"]``, ``temperature``, ``deploy_net``
+and ``inference_recipe()``, and its ``test_step`` returns ``{"path", "label", "probs"}`` per batch.
+This callback keeps the rows, gathers them from every process under DDP, counts each image once
+(a distributed sampler pads the split with repeats; :mod:`hdkd_lightning.evaluation.gather`), and
+then, on global rank 0, writes every evaluation artefact to ``output_dir``
+(:func:`hdkd_lightning.evaluation.artefacts.write_evaluation_artefacts`: metrics.json with
+intervals and calibration, the CSVs, the figures and report.html with Grad-CAM examples kept
+while the batches streamed past), logs the ``test/*`` scalars and sends the
 confusion matrix to image-capable loggers. Every process ends with the same numbers in
 :attr:`results`, so metrics under DDP equal a one-process evaluation.
 """
@@ -21,8 +24,9 @@ import torch
 
 from hdkd_lightning.evaluation.artefacts import EvaluationOptions, write_evaluation_artefacts
 from hdkd_lightning.evaluation.explain import ExampleReservoir
+from hdkd_lightning.evaluation.gather import gather_each_image_once
+from hdkd_lightning.evaluation.metrics import compute_metrics
 from hdkd_lightning.evaluation.uploads import log_artefacts
-from hdkd_lightning.lit.metrics import compute_metrics
 
 __all__ = ["TestArtefacts"]
 
@@ -53,26 +57,15 @@ class TestArtefacts(pl.Callback):
         if trainer.is_global_zero:
             self._examples.offer(batch["image"], labels, outputs["probs"].numpy(), outputs["path"])
 
-    def _all_rows(self, trainer: pl.Trainer) -> List[Tuple[str, int, torch.Tensor]]:
-        rows = self._rows
-        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: List[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = [r for part in gathered for r in part]
-        unique = {}
-        for r in rows:  # a distributed sampler pads with repeated samples: count each image once
-            unique.setdefault(r[0], r)
-        return [unique[p] for p in sorted(unique)]
-
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        rows = self._all_rows(trainer)
-        if not rows:
+        rows = self._rows
+        class_names = pl_module.class_names
+        probs = torch.stack([r[2] for r in rows]) if rows else torch.zeros(0, len(class_names))
+        paths, labels, probs = gather_each_image_once(trainer.world_size, [r[0] for r in rows],
+                                                      torch.tensor([r[1] for r in rows], dtype=torch.long), probs)
+        if not paths:
             pl_module.print("WARNING: the test split is empty; no test metrics or artefacts were written")
             return
-        class_names = pl_module.class_names
-        paths = [r[0] for r in rows]
-        labels = torch.tensor([r[1] for r in rows], dtype=torch.long)
-        probs = torch.stack([r[2] for r in rows])
         extra = {"kind": pl_module.kind, "model": pl_module.hparams.get("arch_name", ""),
                  "params": sum(p.numel() for p in pl_module.deploy_net.parameters()),
                  "temperature": pl_module.temperature, **self.extra}
@@ -92,10 +85,10 @@ class TestArtefacts(pl.Callback):
         kept = self._examples.items() if self._examples is not None else None
         if kept is None:
             return []
-        from hdkd_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
         from hdkd_lightning.evaluation.explain import explain_examples
 
         images, labels, probs, paths = kept
         net = pl_module.deploy_net
         images = images.to(next(net.parameters()).device)
-        return explain_examples(net, images, labels, probs, paths, pl_module.class_names, IMAGENET_MEAN, IMAGENET_STD)
+        mean, std = pl_module.inference_recipe().normalization()
+        return explain_examples(net, images, labels, probs, paths, pl_module.class_names, mean, std)
