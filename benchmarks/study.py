@@ -26,6 +26,13 @@ Resumable: each run lives in ``<out>/runs/<dataset>-n<size>/<model>/seed<k>/``. 
 ``kill`` / a scheduler's SIGTERM to the driver): it terminates its runs, records how long each had
 trained in ``study.json``, and exits 130; run the same command to continue.
 
+``--keep-text DIR`` copies the text artefacts of every completed run of the grid (:data:`KEPT`: run.json,
+the resolved config, metrics.json, per_class.csv, predictions.csv, the per-epoch log as
+epoch_metrics.csv) to ``DIR/<dataset>-n<size>/<model>/seed<k>/``: after training, or, with
+``--dry-run``, without training anything (``--keep-text docs/results/runs`` is how the study's runs are
+committed). ``hdkd-report DIR`` rebuilds every table from them, the paired differences from
+predictions.csv.
+
 ``--jobs 2`` (default) trains two runs at a time with one thread each: on the 2-core machines
 this project is measured on that trained 10-30% more images per second than one run with two
 threads. Every run's output goes to ``<out>/logs/<run>.log``; ``<out>/study.json`` records the
@@ -37,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,6 +75,10 @@ CHECKS = {
     "teacher_check": [("teacher_e60", "teacher", ["trainer.max_epochs=60"], None),
                       ("hdkd_teacher_e60", "distill", [], "teacher_e60")],
 }
+# what --keep-text keeps of a completed run (file in the run -> name kept): small text files from
+# which hdkd-report rebuilds every table, predictions.csv for its paired differences
+KEPT = {"run.json": "run.json", "config_resolved.yaml": "config_resolved.yaml", "metrics.json": "metrics.json",
+        "per_class.csv": "per_class.csv", "predictions.csv": "predictions.csv", "csv/metrics.csv": "epoch_metrics.csv"}
 COMMON = ["recipe=cpu64", "data.split_seed=0", "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
 
 
@@ -198,6 +210,21 @@ def stop_running(jobs: List[Job], lock: threading.Lock) -> List[str]:
     return names
 
 
+def keep_text(jobs: List[Job], dest: Path) -> List[str]:
+    """Copy the :data:`KEPT` files of every completed run to ``dest/<run name>/``; the names copied."""
+    copied = []
+    for job in jobs:
+        if run_state(job.run_dir) != "completed":
+            continue
+        target = dest / job.name
+        target.mkdir(parents=True, exist_ok=True)
+        for source, name in KEPT.items():
+            if (job.run_dir / source).is_file():
+                shutil.copyfile(job.run_dir / source, target / name)
+        copied.append(job.name)
+    return copied
+
+
 def save_state(args, jobs: List[Job], started: float) -> None:
     data = {"command": " ".join(sys.argv), "machine": machine(),
             "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
@@ -237,6 +264,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
+    parser.add_argument("--keep-text", type=Path, default=None, metavar="DIR",
+                        help="copy each completed run's text artefacts (predictions.csv included) to DIR/<run>/, "
+                             "e.g. docs/results/runs; with --dry-run, without training")
     args = parser.parse_args(argv)
     args.root = args.root.resolve()
     args.out = args.out.resolve()
@@ -261,6 +291,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.dry_run:
         for j in jobs:
             print(f"{j.status:>10}  {j.name}")
+        if args.keep_text:
+            _report_kept(keep_text(jobs, args.keep_text), args.keep_text)
         return 0
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -325,7 +357,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("not completed: " + ", ".join(failed), flush=True)
     report = subprocess.run([sys.executable, "-m", "hdkd_lightning.cli.report", str(args.out / "runs"),
                              f"--out={args.out / 'report'}"])
+    if args.keep_text:
+        _report_kept(keep_text(jobs, args.keep_text), args.keep_text)
     return 1 if failed or report.returncode else 0
+
+
+def _report_kept(names: List[str], dest: Path) -> None:
+    print(f"text artefacts of {len(names)} completed run(s) copied to {dest}", flush=True)
 
 
 if __name__ == "__main__":

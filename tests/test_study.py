@@ -182,3 +182,27 @@ def test_a_stopped_study_terminates_its_runs_and_records_their_time(study, tmp_p
     assert all(len(secs) == 1 and secs[0] >= 0.2 for secs in ran.values())  # recorded once each
     assert data["jobs"]["brain-n150/teacher/seed0"]["status"] == "interrupted"
     assert data["jobs"]["brain-n150/hdkd/seed0"]["status"] == "absent"  # not started: nothing on disk
+
+
+def test_keep_text_copies_each_completed_runs_text_artefacts_with_its_predictions(study, tmp_path, capsys):
+    (tmp_path / "data" / "brain_tumor_mri").mkdir(parents=True)
+    runs = tmp_path / "out" / "runs" / "brain-n150"
+    done, running = runs / "student" / "seed0", runs / "hdkd" / "seed0"
+    for run, status in ((done, "completed"), (running, "running")):
+        (run / "csv").mkdir(parents=True)
+        (run / "checkpoints").mkdir()
+        (run / "run.json").write_text(json.dumps({"status": status}))
+        for name in ("config_resolved.yaml", "metrics.json", "per_class.csv", "predictions.csv", "csv/metrics.csv",
+                     "confusion_matrix.png", "checkpoints/best.ckpt"):
+            (run / name).write_text(f"{name} of {run.parent.name}")
+    dest = tmp_path / "docs" / "results" / "runs"
+    # --dry-run: copies without training anything (no subprocess is started: the data folder is empty)
+    assert study.main(["--root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--datasets", "brain",
+                       "--seeds", "0", "--models", "student", "hdkd", "--dry-run", "--keep-text", str(dest)]) == 0
+    assert "text artefacts of 1 completed run(s) copied" in capsys.readouterr().out
+    kept = dest / "brain-n150" / "student" / "seed0"
+    assert sorted(p.name for p in kept.iterdir()) == ["config_resolved.yaml", "epoch_metrics.csv", "metrics.json",
+                                                      "per_class.csv", "predictions.csv", "run.json"]
+    assert (kept / "predictions.csv").read_text() == "predictions.csv of student"
+    assert (kept / "epoch_metrics.csv").read_text() == "csv/metrics.csv of student"
+    assert not (dest / "brain-n150" / "hdkd").exists()  # still training: nothing to keep yet

@@ -1,4 +1,5 @@
-"""hdkd-report: compare runs (mean ± std over seeds) -> report.md, report.csv, runs.csv, report.png.
+"""hdkd-report: compare runs (mean ± std over seeds) -> report.md, report.csv, runs.csv, report.png;
+paired differences to a baseline (paired.csv, paired.png) and a learning curve (learning_curve.png).
 
     hdkd-report logs/distill_brain logs/student_brain/multiruns/2026-11-22_10-00-00 --out report/
 """
@@ -17,14 +18,30 @@ def main(argv: Optional[List[str]] = None) -> int:
         description="Group runs by the settings that differ between them (seeds excluded) and report test "
                     "accuracy, balanced accuracy, macro F1 and macro AUROC as mean ± std over seeds.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Failed and unfinished runs are listed, not averaged.\n\nExamples:\n"
+        epilog="Failed and unfinished runs are listed, not averaged.\n\n"
+               "Paired differences: each model minus the baseline of its dataset / training-set size\n"
+               "(default: the plain student), seed by seed on the same test images (each run's\n"
+               "predictions.csv): the mean, a 95% interval from a paired hierarchical bootstrap (seeds, then\n"
+               "test images; seed 0) and how many seeds favour each model -> paired.csv, paired.png.\n"
+               "Runs without predictions.csv are named and left out.\n\n"
+               "Learning curve: when a dataset was trained at several data.train_per_class, test balanced\n"
+               "accuracy and the paired difference against training images per class -> learning_curve.png.\n\n"
+               "Examples:\n"
                "  hdkd-report logs/ --out report/\n"
                "  hdkd-report logs/distill_brain logs/student_brain/multiruns/<date> --out report/\n"
-               "  hdkd-report study/runs --out study/report --no-cost")
+               "  hdkd-report study/runs --out study/report --no-cost\n"
+               "  hdkd-report study/runs --out study/report --baseline teacher")
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, or folders holding runs (searched recursively)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: ./report)")
     parser.add_argument("--no-cost", action="store_true", help="skip the parameter / GFLOP count of each model")
+    parser.add_argument("--baseline", default=None, metavar="LABEL",
+                        help="the row every other row of its panel is paired with: a model label as in the table "
+                             "(e.g. 'teacher', 'hdkd lambda_feat=3'); default: the plain student")
+    parser.add_argument("--resamples", type=int, default=2000,
+                        help="bootstrap resamples of the paired intervals (default 2000; 0: no interval)")
     args = parser.parse_args(argv)
+    if args.resamples < 0:
+        parser.error("--resamples must be 0 or more")
 
     from hdkd_lightning.evaluation.comparison import build_comparison, find_runs, load_run, write_comparison
 
@@ -37,7 +54,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"hdkd-report: no runs (folders with run.json or config_resolved.yaml) below "
               f"{', '.join(map(str, args.paths))}", file=sys.stderr)
         return 2
-    report = build_comparison([load_run(d) for d in run_dirs], with_cost=not args.no_cost)
+    report = build_comparison([load_run(d) for d in run_dirs], with_cost=not args.no_cost, baseline=args.baseline,
+                              resamples=args.resamples)
     files = write_comparison(report, args.out)
     print(files["markdown"].read_text())
     print("written: " + ", ".join(str(p) for p in files.values()))

@@ -30,9 +30,21 @@ best epoch was chosen on, the deployed network's parameters and inference GFLOPs
 (multiply-adds x 2, at the run's image size). Runs that failed or are unfinished (by
 ``run.json``, or completed without ``metrics.json``) are listed under the table, never averaged.
 
+**Paired differences** (:mod:`hdkd_lightning.evaluation.paired`): each row against the baseline of
+its panel (default: the plain student; ``--baseline <label>``), seed by seed on the same test
+images, read from each run's ``predictions.csv``: the per-seed differences in test balanced
+accuracy, their mean, a 95% interval from a paired hierarchical bootstrap (seeds, then test
+images; 2000 resamples, seed 0) and how many seeds favour each model. Runs without
+``predictions.csv``, and pairs of runs tested on different images, are named, not compared.
+
+**Learning curve** (:mod:`hdkd_lightning.evaluation.curve`): when a dataset's runs span more than one
+``data.train_per_class``, test balanced accuracy against training images per class (each model's
+mean and its seeds) and each model's paired difference to the baseline against the same axis.
+
 Outputs in ``--out``: ``report.md``, ``report.csv`` (one line per row), ``runs.csv`` (one line per
-run, for paired or per-seed analyses) and ``report.png`` (balanced accuracy per model with
-± std error bars, one panel per dataset / training-set size).
+run, for paired or per-seed analyses), ``report.png`` (balanced accuracy per model with
+± std error bars, one panel per dataset / training-set size), and when there is something to
+show, ``paired.csv`` + ``paired.png`` (the paired differences) and ``learning_curve.png``.
 """
 
 from __future__ import annotations
@@ -73,6 +85,7 @@ class RunResult:
     seed: Any = None
     error: str = ""
     teacher_checkpoint: Optional[str] = None  # distillation runs: the teacher's file, as recorded
+    data_root: Optional[str] = None  # predictions.csv paths are paired relative to it (paired.py)
 
     @property
     def usable(self) -> bool:
@@ -135,7 +148,8 @@ def load_run(run_dir: Path) -> RunResult:
     teacher = flat.get("model.teacher.resolved.path") or flat.get("model.teacher.ckpt_path")
     return RunResult(run_dir, status, settings, metrics, None if best is None else float(best),
                      seed=(flat.get("seed"), flat.get("data.seed")), error=str(state.data.get("error") or ""),
-                     teacher_checkpoint=str(teacher) if teacher else None)
+                     teacher_checkpoint=str(teacher) if teacher else None,
+                     data_root=str(flat["data.root"]) if flat.get("data.root") else None)
 
 
 def _teacher_run(run: RunResult, runs: Sequence[RunResult], loaded: Dict[Path, Optional[RunResult]]) -> Optional[RunResult]:
@@ -242,10 +256,12 @@ def _network_cost(run_dir: Path, cache: Dict[str, Tuple[int, float]]) -> Tuple[O
     import hdkd_lightning.models  # noqa: F401  (registers the architectures)
     from hdkd_lightning.bench.flops import count_flops
     from hdkd_lightning.checkpoints import META_KEY, read_checkpoint
+    from hdkd_lightning.checkpoints.format import check_network_spec
 
     meta = read_checkpoint(ckpt).get(META_KEY) or {}
     key = json.dumps([meta.get("arch"), meta.get("net_kwargs")], sort_keys=True, default=str)
     if key not in cache:
+        check_network_spec(meta.get("arch"), meta.get("net_kwargs"), ckpt)  # the file names what timm builds
         net = timm.create_model(meta["arch"], **meta["net_kwargs"]).eval()
         size = int(meta.get("image_size") or meta["net_kwargs"].get("img_size", 224))
         x = torch.zeros(1, int(meta["net_kwargs"].get("in_chans", 3)), size, size)
@@ -255,8 +271,19 @@ def _network_cost(run_dir: Path, cache: Dict[str, Tuple[int, float]]) -> Tuple[O
     return cache[key]
 
 
-def build_comparison(runs: List[RunResult], with_cost: bool = True) -> Dict[str, Any]:
-    """Rows (one per group of runs that differ only in seed) and the runs left out."""
+def _panel_key(key: str) -> bool:
+    """A key that places a run in a panel, its own or its teacher's (the teacher trained on the same data)."""
+    return key in _PANEL_KEYS or (key.startswith("teacher.") and key[len("teacher."):] in _PANEL_KEYS)
+
+
+def build_comparison(runs: List[RunResult], with_cost: bool = True, baseline: Optional[str] = None,
+                     resamples: Optional[int] = None) -> Dict[str, Any]:
+    """Rows (one per group of runs that differ only in seed), the runs left out, the paired differences
+    against ``baseline`` (default: each panel's plain student; ``evaluation/paired.py``) and the learning
+    curves (``evaluation/curve.py``)."""
+    from hdkd_lightning.evaluation.curve import learning_curves
+    from hdkd_lightning.evaluation.paired import RESAMPLES, paired_differences
+
     _add_teacher_settings(runs)
     usable = [r for r in runs if r.usable]
     keys = sorted({k for r in usable for k in r.settings})
@@ -294,18 +321,26 @@ def build_comparison(runs: List[RunResult], with_cost: bool = True) -> Dict[str,
         row["params"] = params if params is not None else members[0].metrics.get("params")
         row["gflops"] = gflops
         row["runs"] = [str(m.run_dir) for m in members]
+        row["data_roots"] = [m.data_root for m in members]
+        s = members[0].settings
+        row["dataset"], row["train_per_class"] = s.get("data.source"), s.get("data.train_per_class")
+        # the same model at another training-set size: every setting but the panel's
+        row["line"] = json.dumps([[k, v] for k, v in zip(differing, gkey) if not _panel_key(k)])
         rows.append(row)
         if len(set(row["seeds"])) < len(row["seeds"]):
             repeated.append(f"{panel} | {label}")
 
     def order(row):
         name = row["model"].split(" ")[0]
-        return (row["panel"], _MODEL_ORDER.index(name) if name in _MODEL_ORDER else len(_MODEL_ORDER), row["model"])
+        size = row["train_per_class"]  # numerically: 50 before 150 (a learning curve's panels)
+        return (str(row["dataset"]), float(size) if isinstance(size, (int, float)) else math.inf, row["panel"],
+                _MODEL_ORDER.index(name) if name in _MODEL_ORDER else len(_MODEL_ORDER), row["model"])
 
     rows.sort(key=order)
     left_out = [{"run": str(r.run_dir), "status": r.status, "error": r.error} for r in runs if not r.usable]
+    paired = paired_differences(rows, baseline, RESAMPLES if resamples is None else resamples)
     return {"rows": rows, "left_out": left_out, "differing_settings": differing, "num_runs": len(runs),
-            "repeated_seeds": repeated}
+            "repeated_seeds": repeated, "paired": paired, "curves": learning_curves(rows, paired)}
 
 
 def _pm(mean: Optional[float], std: Optional[float]) -> str:
@@ -314,7 +349,7 @@ def _pm(mean: Optional[float], std: Optional[float]) -> str:
     return f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
 
 
-def _markdown(report: Dict[str, Any]) -> str:
+def _markdown(report: Dict[str, Any], figures: Optional[Dict[str, str]] = None) -> str:
     lines = ["| dataset / training set | model | n | " + " | ".join(f"test {t}" for t in METRICS.values())
              + " | val. score | params | GFLOPs/img |",
              "|---|---|---|" + "---|" * len(METRICS) + "---|---|---|"]
@@ -334,6 +369,13 @@ def _markdown(report: Dict[str, Any]) -> str:
                 "they differ in something it cannot see (a teacher whose run folder is not among the runs given?).", ""]
         out += [f"- {x}" for x in report["repeated_seeds"]]
         out.append("")
+    from hdkd_lightning.evaluation.curve import curve_markdown
+    from hdkd_lightning.evaluation.paired import paired_markdown
+
+    figures = figures or {}
+    if report.get("paired"):
+        out += paired_markdown(report["paired"], figures.get("paired"))
+    out += curve_markdown(report.get("curves") or {}, figures.get("curve"))
     if report["left_out"]:
         out += ["## Not included (failed or unfinished)", ""]
         out += [f"- `{x['run']}`: {x['status']}" + (f" ({x['error']})" if x["error"] else "") for x in report["left_out"]]
@@ -372,8 +414,15 @@ def _plot(report: Dict[str, Any], path: Path) -> None:
 
 
 def write_comparison(report: Dict[str, Any], out_dir: Path) -> Dict[str, Path]:
+    from hdkd_lightning.evaluation.curve import plot_learning_curves
+    from hdkd_lightning.evaluation.paired import plot_paired, write_paired_csv
+
     out_dir = Path(out_dir)
-    md = atomic_write(out_dir / "report.md", lambda fh: fh.write(_markdown(report)))
+    # the paired table and the curve exist only when there is something to show
+    comparisons = bool(report.get("paired") and report["paired"]["comparisons"])
+    figures = {**({"paired": "paired.png"} if comparisons else {}),
+               **({"curve": "learning_curve.png"} if report.get("curves") else {})}
+    md = atomic_write(out_dir / "report.md", lambda fh: fh.write(_markdown(report, figures)))
     columns = ["panel", "model", "n", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")] + \
               ["val_score_mean", "val_score_std", "params", "gflops"]
 
@@ -395,4 +444,12 @@ def write_comparison(report: Dict[str, Any], out_dir: Path) -> Dict[str, Path]:
     png = out_dir / "report.png"
     _plot(report, png)
     files["plot"] = png
+    if comparisons:
+        files["paired"] = atomic_write(out_dir / "paired.csv", lambda fh: write_paired_csv(fh, report["paired"]))
+        files["paired_plot"] = plot_paired(report["paired"], out_dir / figures["paired"])
+    if report.get("curves"):
+        files["curve"] = plot_learning_curves(report["curves"], out_dir / figures["curve"])
+    for name in ("paired.csv", "paired.png", "learning_curve.png"):  # left by an earlier report, now untrue
+        if out_dir / name not in files.values():
+            (out_dir / name).unlink(missing_ok=True)
     return files
