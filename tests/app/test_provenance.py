@@ -105,3 +105,27 @@ def test_checkpoints_of_earlier_versions_still_evaluate_and_predict(runner, fold
     proc = runner.run("predict", [f"ckpt_path={old}", f"input={image_folder / 'test'}", f"output={tmp_path / 'p.csv'}"])
     assert "records no preprocessing" in proc.stderr + proc.stdout
     assert len(_rows(tmp_path / "p.csv")) == len(list((image_folder / "test").rglob("*.png")))
+
+
+def test_eval_without_data_names_the_data_the_checkpoint_was_trained_on(runner, folder_runs, image_folder):
+    base = [f"ckpt_path={folder_runs['teacher']}", "trainer=cpu", "report.bootstrap=200", "data.num_workers=0"]
+    proc = runner.run("evaluate", base, check=False)
+    assert proc.returncode == 2
+    error = [line for line in proc.stderr.splitlines() if line.startswith("hdkd-eval: error:")]
+    assert len(error) == 1 and "no data= given" in error[0]
+    hint = error[0].split("; add ", 1)[1].split(" (or ", 1)[0]  # the overrides to add, as printed
+    assert hint == f"data=image_folder data.root={image_folder}"
+    runner.run("evaluate", base + hint.split())  # following the hint works
+    metrics = json.loads((runner.latest_run("eval") / "metrics.json").read_text())
+    assert metrics["split_source"] == "the split recorded in the checkpoint"
+    # a training run's own metrics.json names the checkpoint it tested
+    trained = json.loads((folder_runs["teacher"].parent.parent / "metrics.json").read_text())
+    assert trained["checkpoint"].endswith("best.ckpt")
+
+
+def test_a_teacher_of_another_image_size_is_refused_before_the_image_cache_is_built(runner, folder_runs, image_folder):
+    proc = runner.run("train", FOLDER + [f"data.root={image_folder}", "data.image_size=48", "model=distill",
+                                         "task_name=size_hdkd", f"model.teacher.ckpt_path={folder_runs['teacher']}"],
+                      check=False)
+    assert proc.returncode == 2 and "image size 32" in proc.stderr
+    assert not list((runner.root / "cache").glob("**/*48px*"))

@@ -69,6 +69,8 @@ class TestArtefacts(pl.Callback):
         extra = {"kind": pl_module.kind, "model": pl_module.hparams.get("arch_name", ""),
                  "params": sum(p.numel() for p in pl_module.deploy_net.parameters()),
                  "temperature": pl_module.temperature, **self.extra}
+        if not extra.get("checkpoint") and trainer.ckpt_path:  # a training run tests its best checkpoint
+            extra["checkpoint"] = str(trainer.ckpt_path)
         if trainer.is_global_zero:  # every process holds every row: same numbers, files written once
             self.results = write_evaluation_artefacts(self.output_dir, class_names, paths, labels, probs, extra,
                                                       self.options, self._gradcam(pl_module))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig, open_dict
 
@@ -15,7 +15,7 @@ from hdkd_lightning.files import to_plain
 log = logging.getLogger("hdkd_lightning")
 
 __all__ = ["output_dir", "set_output_dir", "build_datamodule", "build_checkpoint_datamodule", "net_spec",
-           "build_module", "build_trainer", "finish_wandb"]
+           "build_module", "early_teacher", "find_teacher", "build_trainer", "finish_wandb"]
 
 _MODEL_ONLY_KEYS = ("_target_", "class_weighted_loss", "teacher")
 
@@ -29,11 +29,17 @@ def set_output_dir(cfg: DictConfig, out: Path) -> None:
         cfg.paths.output_dir = str(out)
 
 
-def build_datamodule(cfg: DictConfig):
-    """Instantiate ``cfg.data`` and index it (class names, splits) before any training."""
+def build_datamodule(cfg: DictConfig, before_prepare: Optional[Callable[[Any], None]] = None):
+    """Instantiate ``cfg.data`` and index it (class names, splits) before any training.
+
+    ``before_prepare(dm)`` runs first, when only cheap facts (class names, image size) are known:
+    checks that can fail run there, before files are checked or an image cache is built.
+    """
     from hydra.utils import instantiate
 
     dm = instantiate(cfg.data, _recursive_=False)  # the DataModule builds its source and transforms itself
+    if before_prepare is not None:
+        before_prepare(dm)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -71,6 +77,12 @@ def build_checkpoint_datamodule(cfg: DictConfig, meta: Dict[str, Any], splits: T
     record = meta.get("provenance")
     recipe = inference_recipe(meta)
     data_name = hydra_choice("data", "data")
+    trained_on = (record or {}).get("data") or {}
+    if trained_on and not _given_on_command_line("data") and data_name != trained_on.get("name"):
+        root = f" data.root={trained_on['root']}" if trained_on.get("root") else ""
+        raise ConfigError(f"no data= given: {cfg.get('ckpt_path')} was trained on data={trained_on.get('name')}{root}; "
+                          f"add data={trained_on.get('name')}{root} (or data=<other> data.root=<dir> to score it on "
+                          f"other data)")
     with open_dict(cfg):
         if not _given_on_command_line("data.image_size"):
             cfg.data.image_size = recipe.image_size
@@ -85,7 +97,6 @@ def build_checkpoint_datamodule(cfg: DictConfig, meta: Dict[str, Any], splits: T
                     cfg.get("ckpt_path"))
         info.update(external_data=None, split_source="carved from data.* (no record in the checkpoint)")
         return build_datamodule(cfg), info
-    trained_on = record["data"]
     same = (data_name == trained_on.get("name") and str(cfg.data.get("source")) == trained_on.get("source")
             and not cfg.data.get("split_file"))
     if not same:
@@ -145,11 +156,12 @@ def net_spec(node: DictConfig, num_classes: int, image_size: int) -> Dict[str, A
 
 
 def build_module(cfg: DictConfig, dm, data_name: str, record: Optional[Dict[str, Any]] = None,
-                 resume: Optional[Path] = None):
+                 resume: Optional[Path] = None, teacher: Optional[Tuple[Any, Path]] = None):
     """The LightningModule of ``cfg.model`` sized for the data; for HDKD also the teacher, checked.
 
     ``record`` is the run's data record (saved with every checkpoint; for HDKD it gains the
-    teacher's entry). A resumed distillation run (``resume``) keeps the teacher of its checkpoint.
+    teacher's entry). The teacher is ``teacher`` (from :func:`early_teacher`) or found now; a
+    resumed distillation run (``resume``) keeps the teacher of its checkpoint.
     """
     from hydra.utils import get_class
 
@@ -159,7 +171,7 @@ def build_module(cfg: DictConfig, dm, data_name: str, record: Optional[Dict[str,
     class_weights = dm.class_weights().tolist() if model_cfg.get("class_weighted_loss", False) else None
     common = dict(class_names=list(dm.class_names), class_weights=class_weights, data_name=data_name)
     if "student" in model_cfg:
-        teacher, path = _teacher(cfg, resume, data_name)
+        teacher, path = teacher or find_teacher(cfg, resume, data_name)
         from hdkd_lightning.checkpoints.teacher import check_teacher_data, check_teacher_fits
 
         check_teacher_fits(teacher, list(dm.class_names), dm.image_size, data_name)
@@ -187,7 +199,20 @@ def build_module(cfg: DictConfig, dm, data_name: str, record: Optional[Dict[str,
     return module
 
 
-def _teacher(cfg: DictConfig, resume: Optional[Path], data_name: str):
+def early_teacher(cfg: DictConfig, dm, data_name: str, resume: Optional[Path]) -> Optional[Tuple[Any, Path]]:
+    """For a distillation run, the teacher found and checked against the data's classes and image size
+    before the data are prepared (``build_datamodule(before_prepare=...)``): a teacher that does not fit
+    is refused before any file check or image cache. ``None`` for other models."""
+    if "student" not in cfg.model:
+        return None
+    from hdkd_lightning.checkpoints.teacher import check_teacher_fits
+
+    teacher, path = find_teacher(cfg, resume, data_name)
+    check_teacher_fits(teacher, list(dm.class_names), dm.image_size, data_name)
+    return teacher, path
+
+
+def find_teacher(cfg: DictConfig, resume: Optional[Path], data_name: str):
     """The teacher (spec, path): the one a resumed run started with, else model.teacher.* resolved now."""
     from hdkd_lightning.checkpoints.teacher import load_teacher, resolve_teacher_path, teacher_from_run_checkpoint
 

@@ -16,6 +16,7 @@ from hdkd_lightning.pipeline.build import (
     build_datamodule,
     build_module,
     build_trainer,
+    early_teacher,
     finish_wandb,
     output_dir,
     set_output_dir,
@@ -138,9 +139,10 @@ def _fit_and_test(cfg: DictConfig, out: Path, resume: Optional[Path], extra_call
     from hdkd_lightning.data.provenance import record_summary
 
     data_name = hydra_choice("data", "data")
-    dm = build_datamodule(cfg)
+    teacher = []  # a distillation run's teacher, checked against the data before they are prepared
+    dm = build_datamodule(cfg, before_prepare=lambda d: teacher.append(early_teacher(cfg, d, data_name, resume)))
     record = dm.data_record(data_name)
-    module = build_module(cfg, dm, data_name, record=record, resume=resume)
+    module = build_module(cfg, dm, data_name, record=record, resume=resume, teacher=teacher[0])
     summary = record_summary(record)
     runs.update_run(out, data_record=summary)  # every rank writes run.json the same way (mark_run_started)
     trainer, artefacts = build_trainer(cfg, out, extra_callbacks,
