@@ -105,6 +105,11 @@ def test_checkpoints_of_earlier_versions_still_evaluate_and_predict(runner, fold
     proc = runner.run("predict", [f"ckpt_path={old}", f"input={image_folder / 'test'}", f"output={tmp_path / 'p.csv'}"])
     assert "records no preprocessing" in proc.stderr + proc.stdout
     assert len(_rows(tmp_path / "p.csv")) == len(list((image_folder / "test").rglob("*.png")))
+    proc = runner.run("export", [f"ckpt_path={old}", "format=pt2", f"output={tmp_path / 'old.pt2'}"])
+    assert (proc.stderr + proc.stdout).count("records no preprocessing") == 1
+    card = json.loads((tmp_path / "old.pt2.json").read_text())
+    assert card["preprocessing"]["recorded_in_checkpoint"] is False
+    assert card["preprocessing"]["interpolation"] == "area"
 
 
 def test_eval_without_data_names_the_data_the_checkpoint_was_trained_on(runner, folder_runs, image_folder):

@@ -28,6 +28,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from hdkd_lightning.errors import CheckpointError
 from hdkd_lightning.files import write_json_atomic
 
 __all__ = ["card_path", "write_card", "read_card"]
@@ -48,21 +49,21 @@ def read_card(artefact: Union[str, Path], card: Optional[Union[str, Path]] = Non
     """The card of an exported file (``card`` overrides where it is looked for)."""
     path = Path(card) if card else card_path(artefact)
     if not path.is_file():
-        raise FileNotFoundError(f"{artefact}: its model card {path} is missing; it is written by hdkd-export beside "
+        raise CheckpointError(f"{artefact}: its model card {path} is missing; it is written by hdkd-export beside "
                                 f"the exported file (or pass card=<file.json>)")
     try:  # JSON only; the fields used are checked below, the preprocessing by deploy.recipe
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"model card {path} is not valid JSON ({exc}); re-export the model with hdkd-export") from None
+        raise CheckpointError(f"model card {path} is not valid JSON ({exc}); re-export the model with hdkd-export") from None
     if not isinstance(data, dict):
-        raise ValueError(f"model card {path} is not a JSON object; re-export the model with hdkd-export")
+        raise CheckpointError(f"model card {path} is not a JSON object; re-export the model with hdkd-export")
     for key in ("class_names", "image_size"):
         if key not in data:
-            raise ValueError(f"model card {path} has no '{key}'; re-export the model with hdkd-export")
+            raise CheckpointError(f"model card {path} has no '{key}'; re-export the model with hdkd-export")
     names, size, temperature = data["class_names"], data["image_size"], data.get("temperature")
     if (not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names)
             or not isinstance(size, int) or isinstance(size, bool) or size <= 0
             or not (temperature is None or (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")))):
-        raise ValueError(f"model card {path}: class_names must be a list of names, image_size a positive integer and "
+        raise CheckpointError(f"model card {path}: class_names must be a list of names, image_size a positive integer and "
                          f"temperature null or a positive number; re-export the model with hdkd-export")
     return data

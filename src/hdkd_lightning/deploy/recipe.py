@@ -83,7 +83,8 @@ class InferenceRecipe:
         return {"resize": f"to {self.image_size}x{self.image_size}, aspect ratio not kept",
                 "interpolation": self.interpolation, "eval": [dict(e) for e in self.eval_entries],
                 "mean": list(mean), "std": list(std), "scale": "pixel / 255, then (x - mean) / std",
-                "layout": "NCHW float32 RGB", "heads": self.heads}
+                "layout": "NCHW float32 RGB", "heads": self.heads,
+                "recorded_in_checkpoint": self.recorded}  # false: the defaults of earlier versions, assumed
 
     def as_dict(self) -> Dict[str, Any]:
         return {"image_size": self.image_size, "interpolation": self.interpolation,

@@ -56,7 +56,8 @@ def _parity_images(cfg: DictConfig, meta: Dict[str, Any], dm) -> Tuple[torch.Ten
         source = Path(str(cfg.input)).expanduser()
         if not source.exists():
             raise ConfigError(f"input={cfg.input}: no such file or folder")
-        pdm = inference_recipe(meta).image_files(source, meta["class_names"], batch_size=n)
+        # hdkd-export has no on_bad_image / max_image_pixels keys: the fix of a bad file must not name them
+        pdm = inference_recipe(meta).image_files(source, meta["class_names"], batch_size=n, key_prefix=None)
         images = next(iter(pdm.predict_dataloader()))["image"][:n]
         return images, f"{len(images)} images from {source}"
     gen = torch.Generator().manual_seed(int(cfg.seed))
@@ -157,6 +158,11 @@ def run_export(cfg: DictConfig) -> Dict[str, Any]:
         raise ConfigError(f"int8=true is for format=onnx (ONNX Runtime), not format={cfg.format}")
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
     net, meta = network_from_checkpoint(ckpt)  # refuses files that would run code
+    from hdkd_lightning.deploy.recipe import inference_recipe
+
+    if not inference_recipe(meta).recorded:
+        log.warning("%s records no preprocessing (written by an earlier version): the model card assumes %s resize "
+                    "and ImageNet normalisation, as that version trained with", ckpt, inference_recipe(meta).interpolation)
     output = Path(str(cfg.output)).expanduser().resolve()
     dm, data_info = _data_module(cfg, meta) if cfg.get("data") is not None else (None, None)
     images, inputs_desc = _parity_images(cfg, meta, dm)

@@ -67,7 +67,7 @@ def run_predict(cfg: DictConfig) -> Dict[str, Any]:
                                    card=cfg.get("card"), threads=cfg.get("threads"))
     except CheckpointError:
         raise  # unsafe or foreign checkpoint: its own message
-    except (ValueError, FileNotFoundError) as exc:  # bad device, missing model card
+    except ValueError as exc:  # a bad device (a missing or bad model card is a CheckpointError)
         raise ConfigError(str(exc)) from None
     names = predictor.class_names
     if not 0 <= k <= len(names):
