@@ -17,6 +17,9 @@ MISTAKES = [
     ("train", ["model=distill", "model.loss.lamda_feat=3"], "did you mean model.loss.lambda_feat?", False),
     ("train", ["--experiment", "teacher_isic"], "unknown option --experiment: this command takes Hydra overrides "
                                                 "key=value, e.g. experiment=teacher_isic", False),
+    # a flag named after a nested key: the suggestion is the full key, which the command accepts
+    ("train", ["--max_epochs", "2"], "unknown option --max_epochs: this command takes Hydra overrides key=value, "
+                                     "e.g. trainer.max_epochs=2 ", False),
     ("train", TINY + ["data.batch_size=-1"], "data.batch_size=-1 must be >= 1", False),
     ("train", ["data=isic2018"], "data.root is not set for data=isic2018; pass data.root=<dataset folder>.", True),
     ("train", TINY + ["trainer=cpu", "trainer.devices=64"], "trainer.devices=64 CPU processes but this machine has",
@@ -93,6 +96,27 @@ def test_mistake_found_in_the_job_is_one_clear_line_exit_2_and_leaves_nothing(ru
 def test_the_table_covers_enough_mistakes():
     assert len(MISTAKES) >= 12 and len({m[0] for m in MISTAKES}) >= 5 and IN_JOB and PRECHECKED
 
+
+
+def test_a_flag_is_answered_with_full_keys_that_the_command_accepts():
+    import re
+
+    from hdkd_lightning.cli._common import check_flags, precheck
+    from hdkd_lightning.config import register_resolvers
+    from hdkd_lightning.errors import UserError
+
+    register_resolvers()
+    with pytest.raises(UserError) as refused:
+        check_flags(["model=teacher", "--max-epochs", "2", "data.batch_size=8"], "train")
+    suggestion = re.search(r"e\.g\. (\S+)", str(refused.value)).group(1)
+    assert suggestion == "trainer.max_epochs=2"
+    precheck("train", ["model=teacher", suggestion, "data.batch_size=8"])  # accepted as printed
+    with pytest.raises(UserError, match=r"e\.g\. one of seed=1, data\.seed=1, "):  # several keys of that name
+        check_flags(["--seed", "1"], "train")
+    with pytest.raises(UserError, match=r"e\.g\. topk=3 "):  # hdkd-predict's own top-level key
+        check_flags(["ckpt_path=x.ckpt", "--topk=3"], "predict")
+    with pytest.raises(UserError, match=r"e\.g\. no_such_flag=1 "):  # no key of that name: the flag's own
+        check_flags(["--no_such_flag", "1"], "train")
 
 @pytest.mark.parametrize("command, own, foreign", [
     ("predict", ["ckpt_path", "topk", "device"], ["hparams_search", "trainer"]),

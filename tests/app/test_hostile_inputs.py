@@ -87,3 +87,54 @@ def test_predict_refuses_a_pt2_that_carries_code_and_none_of_it_runs(runner, tmp
     assert len(errors) == 1 and errors[0].startswith(f"hdkd-predict: error: {evil}: refused to load"), errors
     assert "sample inputs" in errors[0] and "Traceback" not in proc.stdout + proc.stderr
     assert not marker.exists() and not (tmp_path / "pred.csv").exists()
+
+
+def _tiny_checkpoint(path: Path) -> Path:
+    """A project checkpoint of a small untrained teacher (3 classes, 32 px), written without training."""
+    import timm
+    import torch
+
+    import hdkd_lightning  # noqa: F401  (registers the networks with timm)
+    from hdkd_lightning.checkpoints.format import META_KEY, build_meta
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 3, "img_size": 32, "depths": [1, 1, 1]}
+    net = timm.create_model("hdkd_teacher", **kwargs).eval()
+    torch.save({META_KEY: build_meta("teacher", "hdkd_teacher", kwargs, ["a", "b", "c"], 32, prefix="net."),
+                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    return path
+
+
+def test_each_bad_file_hint_of_predict_works_when_followed_as_printed(runner, tmp_path):
+    """hdkd-predict's keys are top-level (on_bad_image=, max_image_pixels=): its fix must name those, not the
+    data.* keys of training, and each hint, appended to the command exactly as printed, must make it pass."""
+    import csv
+    import re
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / "fine.png")
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / "whole.jpg", quality=90)
+    data = (folder / "whole.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    Image.fromarray(rng.integers(0, 255, (100, 80, 3), dtype=np.uint8)).save(folder / "large.png")  # 8,000 pixels
+    output = tmp_path / "pred.csv"
+    args = [f"ckpt_path={_tiny_checkpoint(tmp_path / 'tiny.ckpt')}", f"input={folder}", f"output={output}",
+            "device=cpu", "max_image_pixels=5000"]
+
+    refused = runner.run("predict", args, check=False)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    fix = next(ln for ln in refused.stderr.splitlines() if ln.strip().startswith("Fix:"))
+    skip, limit = re.search(r"\S*on_bad_image=\w+", fix), re.search(r"\S*max_image_pixels=\d+", fix)
+    assert skip and limit, f"the fix names no on_bad_image / max_image_pixels value to pass: {fix}"
+    skip, limit = skip.group(), limit.group()
+
+    def predicted() -> set:
+        with open(output, newline="") as fh:
+            return {Path(row["path"]).name for row in csv.DictReader(fh)}
+
+    runner.run("predict", args + [skip])  # both bad files left out
+    assert predicted() == {"fine.png", "whole.jpg"}
+    runner.run("predict", args + [limit, skip])  # the large image admitted; the truncated one still left out
+    assert predicted() == {"fine.png", "whole.jpg", "large.png"}

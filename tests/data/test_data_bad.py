@@ -63,6 +63,34 @@ def test_many_bad_files_listed_first_few_and_count(tmp_path):
     assert "8 unreadable" in str(e.value) and "and 3 more" in str(e.value)
 
 
+
+def test_oversized_image_hint_names_the_data_key_and_a_limit_that_admits_it(tmp_path):
+    """In a training config the limit is data.max_image_pixels: the fix gives the value that admits the image."""
+    import re
+
+    root = make_image_folder(tmp_path / "if", train=3, test=1)  # 20x16 = 320 pixels each
+    write_image(root / "train" / "benign" / "large.png", size=(30, 20))  # 600 pixels
+    with pytest.raises(DataError) as e:
+        _dm("image_folder", root, tmp_path, max_image_pixels=400).setup()
+    hint = re.search(r"(\S+)=(\d+) to admit them", str(e.value))
+    assert hint and hint.group(1) == "data.max_image_pixels" and "data.on_bad_image=skip" in str(e.value)
+    dm = _dm("image_folder", root, tmp_path, max_image_pixels=int(hint.group(2)))
+    dm.setup()
+    assert _total(dm) == 3 * 2 + 1 * 2 + 1
+
+
+def test_a_bad_input_file_of_a_command_without_bad_file_keys_names_none():
+    """hdkd-export reads its parity images with key_prefix=None: it has no on_bad_image / max_image_pixels key."""
+    from hdkd_lightning.data.base import Problem, problems_message
+
+    bad = [Problem("unreadable", "/in/a.png", "cannot decode", pixels=None),
+           Problem("unreadable", "/in/b.png", "600 pixels exceeds the limit of 400 pixels", pixels=600)]
+    assert "on_bad_image=skip" in problems_message(bad, key_prefix="") and \
+        "data." not in problems_message(bad, key_prefix="")
+    assert " max_image_pixels=600 " in problems_message(bad, key_prefix="")
+    bare = problems_message(bad, key_prefix=None)
+    assert "on_bad_image" not in bare and "max_image_pixels" not in bare and "Fix: replace or delete" in bare
+
 def _rewrite_csv(path, edit):
     rows = list(csv.reader(open(path)))
     rows = edit(rows)

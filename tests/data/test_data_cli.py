@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hdkd_data_fixtures import make_brain, make_isic, write_image
 
-from hdkd_lightning.cli.data import main
+from hdkd_lightning.cli.data import EXIT_BAD_FILES, main
 
 
 def test_inspect_json_matches_disk_with_broken_files(tmp_path, cache_env):
@@ -23,7 +23,7 @@ def test_inspect_json_matches_disk_with_broken_files(tmp_path, cache_env):
     out = tmp_path / "r.json"
     rc = main(["inspect", "data=brain_tumor", f"data.root={root}", "--json", str(out),
                "--splits", str(tmp_path / "s.csv"), "-q"])
-    assert rc == 0
+    assert rc == EXIT_BAD_FILES  # bad files found (the report and the split are written all the same)
     r = json.loads(out.read_text())
     assert r["classes"] == ["glioma", "meningioma", "notumor", "pituitary"]
     for cls in r["classes"]:
@@ -38,6 +38,35 @@ def test_inspect_json_matches_disk_with_broken_files(tmp_path, cache_env):
     assert (tmp_path / "s.csv").read_text().startswith("path,label,split,group")
     assert any(cache_env.glob("checks/*.json"))  # HDKD_CACHE_DIR honoured
 
+
+
+def test_inspect_quiet_lists_only_the_bad_files_and_its_status_says_whether_there_were_any(tmp_path, cache_env,
+                                                                                          capsys):
+    root = make_brain(tmp_path / "brain")
+    out = tmp_path / "r.json"
+    args = ["inspect", "data=brain_tumor", f"data.root={root}", "--quick", "-q", "--json", str(out)]
+    assert main(args) == 0
+    assert capsys.readouterr().out == ""  # nothing wrong, nothing printed
+    broken = root / "Testing" / "glioma" / "Te-gl_broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 cut")
+    empty = root / "Training" / "notumor" / "Tr-no_empty.jpg"
+    empty.write_bytes(b"")
+    assert main(args) == EXIT_BAD_FILES == 3  # documented in the help and the README: 3 = bad files found
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == sorted([str(broken.resolve()), str(empty.resolve())])
+    reasons = dict(ln.split("\t") for ln in lines)
+    assert reasons[str(empty.resolve())] == "empty file (0 bytes)" and reasons[str(broken.resolve())]
+    assert json.loads(out.read_text())["bad_files"] == sorted(reasons)  # the same files as the report
+
+
+def test_inspect_quiet_lists_csv_rows_without_an_image_as_file_and_line(tmp_path, cache_env, capsys):
+    root = make_isic(tmp_path / "isic")
+    image = next((root / "ISIC2018_Task3_Training_Input").glob("*.jpg"))
+    image.unlink()
+    assert main(["inspect", "data=isic2018", f"data.root={root}", "--quick", "-q"]) == EXIT_BAD_FILES
+    (line,) = capsys.readouterr().out.splitlines()
+    where, reason = line.split("\t")
+    assert where.startswith(str(root)) and ".csv:" in where and image.stem in reason
 
 def test_brain_tumor_drops_the_training_copy_of_a_testing_image_by_default(tmp_path, cache_env):
     root = make_brain(tmp_path / "brain")

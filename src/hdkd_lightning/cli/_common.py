@@ -5,7 +5,8 @@ Before Hydra runs the job, :func:`precheck` composes the config with the given o
 sweep, with the first value of each swept key) and turns every composition problem into one line:
 an unknown group option lists the valid ones; an unknown key names the closest valid key; a
 missing mandatory value says what to pass; ``--flag value`` (argparse / timm habit) is refused
-with the ``key=value`` to write instead. Errors raised inside the job (bad data, bad values,
+with the ``key=value`` to write instead, under its full dotted key (``--max_epochs 2`` ->
+``trainer.max_epochs=2``). Errors raised inside the job (bad data, bad values,
 refused checkpoints) are unwrapped from Hydra's instantiation errors and printed the same way;
 their explanation may continue on the following lines (e.g. a dataset's expected layout). Only
 the user-error types of :mod:`hdkd_lightning.errors` are reported so; any other exception is a
@@ -67,8 +68,12 @@ def fail(prog: str, message: str) -> None:
 
 # -- the command line, before Hydra ------------------------------------------------------------
 
-def check_flags(argv: Sequence[str]) -> None:
-    """Refuse ``--name value`` flags Hydra does not know, suggesting ``name=value``."""
+def check_flags(argv: Sequence[str], config_name: str | None = None) -> None:
+    """Refuse ``--name value`` flags Hydra does not know, suggesting the ``key=value`` to write instead.
+
+    With ``config_name`` the suggestion is the full dotted key of the command's config whose last part(s)
+    are the flag's name (``--max_epochs 2`` -> ``trainer.max_epochs=2``; several keys are all listed);
+    without it, or when no key matches, it is ``name=value``."""
     skip = False
     for i, arg in enumerate(argv):
         if skip:
@@ -80,10 +85,42 @@ def check_flags(argv: Sequence[str]) -> None:
         if flag in HYDRA_FLAGS:
             skip = flag in _FLAGS_WITH_VALUE and "=" not in arg
             continue
-        key = flag.lstrip("-").replace("-", "_")
-        value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "<value>")
-        raise UserError(f"unknown option {flag}: this command takes Hydra overrides key=value, e.g. {key}={value} "
+        name = flag.lstrip("-").replace("-", "_")
+        takes_next = "=" not in arg and i + 1 < len(argv)
+        value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if takes_next else "<value>")
+        keys = []
+        if config_name is not None and not _extra_config_dirs(argv):
+            # the rest of the command line, without the flag and the value it took
+            rest = [a for j, a in enumerate(argv) if j != i and not (takes_next and j == i + 1)]
+            keys = _keys_named(config_name, [a for a in rest if not a.startswith("-")], name)
+        pairs = [f"{key}={value}" for key in keys] or [f"{name}={value}"]
+        suggestion = pairs[0] if len(pairs) == 1 else f"one of {', '.join(pairs)}"
+        raise UserError(f"unknown option {flag}: this command takes Hydra overrides key=value, e.g. {suggestion} "
                         f"(see --help)")
+
+
+def _keys_named(config_name: str, overrides: Sequence[str], name: str) -> List[str]:
+    """Dotted keys of the composed config (Hydra's own left out) equal to ``name`` or ending in ``.name``;
+    ``[]`` when the rest of the command line does not compose (that mistake is reported on its own)."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.to_container(_compose(config_name, _single_job_overrides(overrides)), resolve=False)
+    except Exception:  # noqa: BLE001 - the suggestion is best effort
+        return []
+    cfg.pop("hydra", None)
+    found: List[str] = []
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if path == name or path.endswith(f".{name}"):
+                found.append(path)
+            if isinstance(value, dict):
+                walk(value, path + ".")
+
+    walk(cfg, "")
+    return sorted(found, key=lambda k: (k.count("."), k))  # the shallowest first: the likeliest meant
 
 
 def _single_job_overrides(overrides: Sequence[str]) -> List[str]:
@@ -180,7 +217,7 @@ def precheck(config_name: str, argv: Sequence[str]) -> None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    check_flags(argv)
+    check_flags(argv, config_name)
     if _extra_config_dirs(argv):
         return  # the user's own config folders: Hydra reports on them itself
     overrides = [a for a in argv if not a.startswith("-")]

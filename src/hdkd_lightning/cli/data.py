@@ -7,6 +7,10 @@
 The config is composed from the packaged ``data_cli.yaml`` with Hydra's compose API, so the
 command works from any directory and writes nothing but the files you name. Exit status 2
 means the data or the configuration is wrong (the message says what and how to fix it).
+
+``inspect`` exits with status 3 when it found bad files or CSV rows (unreadable images, rows
+without images, images without rows, unknown labels), 0 when it found none; ``-q`` prints only
+those, one per line (``path<TAB>reason``). 3 rather than 1: status 1 stays a bug (a traceback).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import logging
 import sys
 import time
 from pathlib import Path
+
+#: ``hdkd-data inspect`` found bad files or CSV rows (listed); 0: none found
+EXIT_BAD_FILES = 3
 
 
 def compose(overrides: list[str]):
@@ -93,7 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                "  hdkd-data download isic2018 root=/data/isic2018 url_base=https://mirror.lab/isic/\n"
                "  hdkd-data inspect data=ham10000 data.root=/data/ham10000 data.train_per_class=100\n"
                "  hdkd-data cache data=brain_tumor data.root=/data/brain_tumor_mri data.image_size=64\n"
-               "inspect / cache take Hydra overrides of the data config (data=<name> data.<key>=<value>).")
+               "  hdkd-data inspect data=ham10000 data.root=/data/ham10000 -q > bad_files.tsv   # path<TAB>reason\n"
+               "inspect / cache take Hydra overrides of the data config (data=<name> data.<key>=<value>).\n"
+               "exit status:\n"
+               "  0  done (inspect: no bad file or CSV row found)\n"
+               f"  {EXIT_BAD_FILES}  inspect found bad files or CSV rows (unreadable image, row without image, image "
+               "without row,\n     unknown label); -q prints only those, one per line: path<TAB>reason\n"
+               "  2  a mistake in the command line, the configuration or the dataset layout (one line with the fix)\n"
+               "  1  a bug (a traceback)")
     parser.add_argument("command", choices=["download", "inspect", "cache"])
     parser.add_argument("dataset", nargs="?", default=None, help="download: isic2018, ham10000 or brain_tumor")
     parser.add_argument("--json", type=Path, default=None, help="write the inspect report here")
@@ -103,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="inspect: header checks only, no full decode of every image")
     parser.add_argument("--dry-run", action="store_true", help="download: list what would be fetched, fetch nothing")
     parser.add_argument("--timeout", type=float, default=60.0, help="download: seconds without data before giving up")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no table, only errors")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="inspect: print only the bad files and CSV rows, one per line (path<TAB>reason); "
+                             "download / cache: no progress bar and no INFO log lines")
     args, overrides = parser.parse_known_args(argv)
     unknown = [o for o in overrides if o.startswith("-")]
     if unknown:
@@ -125,19 +141,25 @@ def main(argv: list[str] | None = None) -> int:
             return _download(args, overrides, console)
         dm = build_datamodule(overrides)
         if args.command == "inspect":
-            from hdkd_lightning.data.inspect import build_report, print_report
+            from hdkd_lightning.data.inspect import build_report, print_report, problem_lines
 
             prepared = dm.prepare(strict=False, full_check=not args.quick)
             report = build_report(dm, prepared)
-            if not args.quiet:
+            if args.quiet:  # plain lines for scripts: no rich markup, highlighting or wrapping
+                for line in problem_lines(prepared.problems):
+                    print(line)
+            else:
                 print_report(report, console)
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(report, indent=2))
-                console.print(f"report written to {args.json}")
+                if not args.quiet:
+                    console.print(f"report written to {args.json}")
             if args.splits:
                 dm.write_splits(args.splits.parent, prepared, file_name=args.splits.name)
-                console.print(f"split written to {args.splits}")
+                if not args.quiet:
+                    console.print(f"split written to {args.splits}")
+            return EXIT_BAD_FILES if prepared.problems else 0
         else:
             t0 = time.perf_counter()
             dm.prepare_data()

@@ -49,34 +49,38 @@ class Record:
 
 @dataclasses.dataclass
 class Problem:
-    """A per-file problem found while indexing or checking (kind is one of ``PROBLEM_KINDS``)."""
+    """A per-file problem found while indexing or checking (kind is one of ``PROBLEM_KINDS``).
+
+    pixels: width x height of an image refused by the pixel limit, so the fix can name a limit
+    that admits it (``None`` for every other problem).
+    """
 
     kind: str
     path: str
     detail: str = ""
+    pixels: int | None = None
 
 
-# kind -> (what it is, how to fix it)
-PROBLEM_KINDS: dict[str, tuple[str, str]] = {
-    "unreadable": (
-        "unreadable, truncated or oversized image(s)",
-        "replace or delete the file(s), or set data.on_bad_image=skip to drop them with a warning "
-        "(for oversized images raise data.max_image_pixels if they are legitimate)",
-    ),
-    "missing_image": (
-        "CSV row(s) whose image file was not found under data.root",
-        "restore the image file(s) or delete the row(s) from the CSV, "
-        "or set data.on_bad_image=skip to drop them with a warning",
-    ),
-    "unlisted_image": (
-        "image file(s) with no row in the CSV",
-        "add rows for them, move them out of data.root, "
-        "or set data.on_bad_image=skip to ignore them with a warning",
-    ),
-    "unknown_label": (
-        "row(s)/file(s) with a label that is not one of the dataset's classes",
-        "fix the label, or set data.on_bad_image=skip to drop them with a warning",
-    ),
+def over_limit(info: dict, max_pixels: int | None) -> int | None:
+    """The pixel count of a checked image (:func:`hdkd_lightning.data.io.check_image`'s result) that the
+    limit ``max_pixels`` refused, else ``None``."""
+    width, height = info.get("width"), info.get("height")
+    if not max_pixels or not width or not height or width * height <= max_pixels:
+        return None
+    return int(width * height)
+
+
+# kind -> (what it is, how to fix it, what on_bad_image=skip does with it); problems_message words the
+# on_bad_image=skip alternative with the running command's own key
+PROBLEM_KINDS: dict[str, tuple[str, str, str]] = {
+    "unreadable": ("unreadable, truncated or oversized image(s)", "replace or delete the file(s)",
+                   "drop them with a warning"),
+    "missing_image": ("CSV row(s) whose image file was not found under data.root",
+                      "restore the image file(s) or delete the row(s) from the CSV", "drop them with a warning"),
+    "unlisted_image": ("image file(s) with no row in the CSV", "add rows for them, move them out of data.root",
+                       "ignore them with a warning"),
+    "unknown_label": ("row(s)/file(s) with a label that is not one of the dataset's classes", "fix the label",
+                      "drop them with a warning"),
 }
 
 
@@ -87,14 +91,26 @@ def describe_paths(paths: Sequence[str], first: int = 5) -> str:
     return shown + (f" ... (and {rest} more; {len(paths)} in total)" if rest > 0 else "")
 
 
-def problems_message(problems: Sequence[Problem], first: int = 5) -> str:
-    """One paragraph per problem kind: count, first few files with details, and the fix."""
+def problems_message(problems: Sequence[Problem], first: int = 5, key_prefix: str | None = "data.") -> str:
+    """One paragraph per problem kind: count, first few files with details, and the fix.
+
+    ``key_prefix`` is how the running command spells ``on_bad_image`` / ``max_image_pixels`` in the
+    fix, so that every hint is a ``key=value`` the command accepts as written: ``"data."`` where the
+    data config is a group (hdkd-train, hdkd-eval, hdkd-data), ``""`` where they are top-level keys
+    (hdkd-predict, hdkd-explain), ``None`` where the command has neither (hdkd-export's ``input=``):
+    then the fix only says what to do with the files."""
     parts = []
     by_kind: dict[str, list[Problem]] = {}
     for p in problems:
         by_kind.setdefault(p.kind, []).append(p)
     for kind, items in by_kind.items():
-        what, fix = PROBLEM_KINDS.get(kind, (kind, "fix or remove the file(s)"))
+        what, fix, skipped = PROBLEM_KINDS.get(kind, (kind, "fix or remove the file(s)", "leave them out"))
+        if key_prefix is not None:
+            fix += f", or set {key_prefix}on_bad_image=skip to {skipped}"
+            oversized = [p.pixels for p in items if p.pixels]
+            if oversized:  # a limit that admits the largest of them, ready to paste (never ends the sentence)
+                fix += (f"; or, for oversized image(s) that are legitimate, raise the limit with "
+                        f"{key_prefix}max_image_pixels={max(oversized)} to admit them")
         lines = [f"{len(items)} {what}:"]
         for p in items[:first]:
             lines.append(f"  - {p.path}" + (f": {p.detail}" if p.detail else ""))

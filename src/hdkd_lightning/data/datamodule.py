@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from hdkd_lightning.data.base import SPLITS, Problem, Record, class_counts, problems_message
+from hdkd_lightning.data.base import SPLITS, Problem, Record, class_counts, over_limit, problems_message
 from hdkd_lightning.data.io import DEFAULT_MAX_PIXELS
 from hdkd_lightning.data.prepare import PreparationSettings, PreparedData, file_checker, prepare_dataset
 from hdkd_lightning.errors import DataError
@@ -413,26 +413,41 @@ class HdkdDataModule(L.LightningDataModule):
                    batch_size: int = 16, num_workers: int = 0, class_names: Sequence[str] | None = None,
                    interpolation: str = "area", max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
                    transforms: Mapping | None = None, on_bad_image: str = "error",
-                   check: bool = True) -> HdkdDataModule:
+                   check: bool = True, key_prefix: str | None = "") -> HdkdDataModule:
         """A DataModule whose ``predict_dataloader`` serves the given image files / folders
         (folders are scanned recursively) through the eval pipeline; labels are -1. Files are
         checked up front: unreadable ones raise a DataError naming them (or, with
-        ``on_bad_image="skip"``, are left out with a warning)."""
+        ``on_bad_image="skip"``, are left out with a warning).
+
+        ``key_prefix`` is how the caller's command spells ``on_bad_image`` / ``max_image_pixels`` in the
+        fix of an unreadable file (:func:`~hdkd_lightning.data.base.problems_message`): ``""`` (top-level
+        keys: hdkd-predict, hdkd-explain), or ``None`` for a command that has neither (hdkd-export)."""
         from hdkd_lightning.data.datasets import expand_paths
         from hdkd_lightning.data.io import check_image
 
+        # checked before the constructor, whose messages name the data.* keys of a training config
+        if on_bad_image not in ("error", "skip"):
+            raise DataError(f"on_bad_image={on_bad_image!r}: choose on_bad_image=error (stop, naming the file) "
+                            f"or on_bad_image=skip (leave it out with a warning)")
+        try:
+            max_image_pixels = None if max_image_pixels in (None, "", 0) else int(max_image_pixels)
+        except (TypeError, ValueError):
+            raise DataError(f"max_image_pixels={max_image_pixels!r} is not a whole number; pass one, e.g. "
+                            f"max_image_pixels={DEFAULT_MAX_PIXELS}") from None
         dm = cls(source="paths", image_size=image_size, batch_size=batch_size,
                  num_workers=num_workers, interpolation=interpolation,
                  max_image_pixels=max_image_pixels, transforms=transforms,
                  on_bad_image=on_bad_image, cache={"images": False, "dir": None})
         files = expand_paths(paths)
         if check:
-            bad = [Problem("unreadable", p, info["error"]) for p in files
-                   if not (info := check_image(p, dm.max_image_pixels))["ok"]]
+            bad = [Problem("unreadable", p, info["error"], pixels=over_limit(info, dm.max_image_pixels))
+                   for p in files if not (info := check_image(p, dm.max_image_pixels))["ok"]]
             if bad and on_bad_image == "error":
-                raise DataError("cannot predict on unreadable input(s):\n" + problems_message(bad))
+                raise DataError("cannot predict on unreadable input(s):\n"
+                                + problems_message(bad, key_prefix=key_prefix))
             if bad:
-                warnings.warn("skipping unreadable input(s):\n" + problems_message(bad), stacklevel=2)
+                warnings.warn("skipping unreadable input(s):\n" + problems_message(bad, key_prefix=key_prefix),
+                              stacklevel=2)
                 drop = {b.path for b in bad}
                 files = [f for f in files if f not in drop]
         dm._predict_paths = files

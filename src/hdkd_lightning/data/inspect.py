@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from hdkd_lightning.data.base import SPLITS, class_counts
+from hdkd_lightning.data.base import PROBLEM_KINDS, SPLITS, class_counts
 
 
 def build_report(dm, prepared=None, full_check: bool = True) -> dict:
@@ -106,6 +106,18 @@ def build_report(dm, prepared=None, full_check: bool = True) -> dict:
     report["notes"] = list(state.notes)
     report["time_s"] = round(time.perf_counter() - t0, 2)
     return report
+
+
+def problem_lines(problems) -> list[str]:
+    """``path<TAB>reason`` per bad file or CSV row (``hdkd-data inspect -q``), sorted by path: one line
+    each, so ``cut -f1`` gives the paths. A CSV row without its image is ``<csv file>:<line>``."""
+    # a tab or line break inside a name or a message would break the one-line-per-file promise
+    flat = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
+    lines = []
+    for p in sorted(problems, key=lambda p: (p.path, p.kind)):
+        reason = p.detail or PROBLEM_KINDS.get(p.kind, (p.kind,))[0]
+        lines.append(f"{p.path.translate(flat)}\t{str(reason).translate(flat)}")
+    return lines
 
 
 def print_report(report: dict, console=None) -> None:

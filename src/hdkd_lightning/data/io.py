@@ -19,8 +19,9 @@ Decisions (documented here, relied on everywhere):
   otherwise come out almost black or saturated). EXIF orientation is not applied (the
   original code did not either).
 * Decompression-bomb guard: an image with more than ``max_pixels`` pixels (width*height,
-  read from the header before decoding) is refused with an error naming the file and
-  ``data.max_image_pixels``. Pillow's own global guard is not relied on.
+  read from the header before decoding) is refused with an error naming the file, its size and
+  the limit (``data.max_image_pixels`` in training, ``max_image_pixels`` in hdkd-predict /
+  hdkd-explain; their fix names the key). Pillow's own global guard is not relied on.
 * Readability check (:func:`check_image`), cheap enough for 10k files at every setup:
   Pillow ``verify()`` (parses the header; for PNG it also reads every chunk and checks the
   CRCs up to IEND, so truncated PNGs are caught), plus for JPEG a look at the last 4 KiB for
@@ -141,9 +142,11 @@ def _open(path: str | os.PathLike):
 def _guard(img, path, max_pixels: int | None) -> None:
     w, h = img.size
     if max_pixels is not None and max_pixels > 0 and w * h > max_pixels:
+        # no key named here: hdkd-train calls the limit data.max_image_pixels, hdkd-predict max_image_pixels;
+        # the caller's fix names its own key (data.base.problems_message)
         raise ImageReadError(
-            f"{path}: {w}x{h} = {w * h:,} pixels exceeds data.max_image_pixels={max_pixels:,} "
-            f"(decompression-bomb guard); raise data.max_image_pixels if the image is legitimate"
+            f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} pixels "
+            f"(decompression-bomb guard)"
         )
 
 

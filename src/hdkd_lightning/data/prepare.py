@@ -44,6 +44,7 @@ from hdkd_lightning.data.base import (
     Record,
     class_counts,
     describe_paths,
+    over_limit,
     problems_message,
 )
 from hdkd_lightning.data.subset import SubsetSpec
@@ -167,7 +168,8 @@ def _index_and_split(settings: PreparationSettings, strict: bool, full_check: bo
     problems = list(index.problems)
     if settings.has_files:
         file_info = file_checker(settings).check((r.path for r in index.records), full=full_check)
-        problems += [Problem("unreadable", r.path, file_info[r.path]["error"])
+        problems += [Problem("unreadable", r.path, file_info[r.path]["error"],
+                             pixels=over_limit(file_info[r.path], settings.max_image_pixels))
                      for r in index.records if not file_info[r.path]["ok"]]
     bad_paths = {p.path for p in problems}
     if problems and strict and settings.on_bad_image == "error":
