@@ -229,6 +229,19 @@ def test_a_user_error_raised_inside_a_hydra_target_is_one_line_and_exit_2(run_jo
     assert not list((tmp_path / "logs").rglob("*")), "the failed start left its run folder behind"
 
 
+def test_a_user_error_is_one_console_line_not_a_log_line_too(run_job, capsys):
+    from hdkd_lightning.errors import ConfigError
+
+    def job(cfg):
+        raise ConfigError("model.width=-1 must be >= 1; set model.width=64")
+
+    with pytest.raises(SystemExit):
+        run_job(job)
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if "model.width=-1" in line]
+    assert lines == ["hdkd-predict: error: model.width=-1 must be >= 1; set model.width=64"]
+
+
 def test_hdkd_data_names_a_data_key_that_is_not_a_number(capsys):
     from hdkd_lightning.cli.data import main
 

@@ -14,7 +14,9 @@ Layout (``paths.log_dir`` defaults to ``./logs``)::
 (SIGKILL, power loss) stays ``running``: it is *unfinished*, and ``ckpt_path=last`` resumes
 it. Other fields: ``task_name``, ``started_at`` / ``finished_at`` (UTC, ISO 8601), ``argv``,
 ``host``, ``monitor`` and ``best_score`` (the checkpoint callback's best validation value),
-``best_checkpoint``, ``test`` (the headline test metrics) and ``error``.
+``best_checkpoint``, ``test`` (the headline test metrics), ``warnings`` (the test's caveats from
+``metrics.json``, e.g. one class predicted for every image: "completed" is no verdict on the
+model) and ``error``.
 
 "Latest completed" (the teacher of a distillation run) is the completed run that finished
 last. Runs written before ``run.json`` existed count as completed when their ``metrics.json``

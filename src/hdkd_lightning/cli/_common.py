@@ -43,12 +43,71 @@ _MISSING_HINTS = {"ckpt_path": "pass ckpt_path=<checkpoint file>", "input": "pas
 
 
 def prepare_process() -> None:
-    """Allocator tuning (see hdkd_lightning._runtime) and the config resolvers, once per process."""
+    """Allocator tuning (see hdkd_lightning._runtime), the config resolvers and the third-party noise
+    filters (:func:`filter_known_noise`), once per process."""
     from hdkd_lightning._runtime import configure_allocator
     from hdkd_lightning.config import register_resolvers
 
     configure_allocator()
     register_resolvers()
+    filter_known_noise()
+
+
+#: Lightning's logger of ``rank_zero_info`` (the tip below is logged there)
+_LIGHTNING_RANK_ZERO_LOGGER = "lightning.pytorch.utilities.rank_zero"
+
+
+class _DropLitLoggerTip(logging.Filter):
+    """Lightning 2.6 logs at every ``Trainer`` construction without a LitLogger: "💡 Tip: For seamless
+    cloud logging and experiment tracking, try installing [litlogger](...)": an advertisement, not news
+    about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip: For seamless cloud logging")
+
+
+def filter_known_noise() -> None:
+    """Silence the third-party messages every run printed that say nothing about it, each by its exact
+    text and source (everything else, warnings of the same libraries included, stays visible)."""
+    import warnings
+
+    # torch 2.14 deprecated LeafSpec, which Lightning 2.6's own pytree helper still builds
+    # (lightning/pytorch/utilities/_pytree.py, on every batch it moves): "`isinstance(treespec, LeafSpec)` is
+    # deprecated, use `isinstance(treespec, TreeSpec) and treespec.is_leaf()` instead." (FutureWarning)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
+    rank_zero = logging.getLogger(_LIGHTNING_RANK_ZERO_LOGGER)
+    if not any(isinstance(f, _DropLitLoggerTip) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropLitLoggerTip())
+
+
+class _ConsoleOnce(logging.Filter):
+    """On the console handlers Hydra gives the root logger: one console line per event.
+
+    ``import lightning`` gives the ``lightning`` logger a console handler of its own ("INFO: ...") and
+    lets its records propagate to the root logger too, where Hydra's console handler printed each a
+    second time: those are dropped here (Hydra's file handler still keeps them in the run's log). So is
+    a record logged with ``extra={"file_only": True}``: a user error, which :func:`fail` prints itself.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "file_only", False):
+            return False
+        if record.name == "lightning" or record.name.startswith("lightning."):
+            return not any(_is_console(h) for h in logging.getLogger("lightning").handlers)
+        return True
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+
+
+def one_console_line_per_event() -> None:
+    """Add :class:`_ConsoleOnce` to the root logger's console handlers (call after Hydra set up logging:
+    each job of a sweep gets new handlers)."""
+    for handler in logging.getLogger().handlers:
+        if _is_console(handler) and not any(isinstance(f, _ConsoleOnce) for f in handler.filters):
+            handler.addFilter(_ConsoleOnce())
 
 
 def report_error(prog: str, message: str) -> int:
@@ -298,13 +357,16 @@ def hydra_command(config_name: str, description: str = "", examples: Sequence[st
         @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
         @functools.wraps(fn)
         def job(cfg):
+            one_console_line_per_event()
             try:
                 return fn(cfg)
             except Exception as exc:  # noqa: BLE001 - user errors become one line, the rest propagates
                 user = find_user_error(exc)  # the exception itself, or what a Hydra target raised inside it
                 if user is None:
                     raise
-                log.error("%s: %s", type(user).__name__, str(user).splitlines()[0] if str(user) else "")
+                # for the run's log file only: fail() prints the console's one line
+                log.error("%s: %s", type(user).__name__, str(user).splitlines()[0] if str(user) else "",
+                          extra={"file_only": True})
                 _remove_failed_run_dir()
                 fail(prog, str(user))
 

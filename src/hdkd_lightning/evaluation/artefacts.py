@@ -6,7 +6,9 @@ specificity, PPV, NPV, F1, AUROC, support per class), ``confusion_matrix.png``,
 calibration diagram), ``report.html`` (one self-contained page, :mod:`~hdkd_lightning.evaluation.report_page`)
 and ``metrics.json``: the scalars, ``per_class``, ``confusion_matrix``, ``calibration`` (ECE with
 its bins, and before/after temperature scaling when a temperature is set) and
-``confidence_intervals`` (95% bootstrap over the images, :mod:`~hdkd_lightning.evaluation.statistics`).
+``confidence_intervals`` (95% bootstrap over the images, :mod:`~hdkd_lightning.evaluation.statistics`)
+and ``warnings`` (what makes the numbers misleading, e.g. one class predicted for every image;
+each is also logged and shown at the top of report.html).
 
 Every file is written atomically (:func:`hdkd_lightning.files.atomic_write`), ``metrics.json``
 last: once it exists, the other files of the run are complete. Undefined values (a class absent
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -26,7 +29,15 @@ from typing import IO, Any, Dict, Mapping, Optional, Sequence, Union
 import numpy as np
 from torch import Tensor
 
-from hdkd_lightning.evaluation.metrics import PER_CLASS_KEYS, SCALAR_KEYS, check_labels, check_probs, compute_metrics, to_numpy
+from hdkd_lightning.evaluation.metrics import (
+    PER_CLASS_KEYS,
+    SCALAR_KEYS,
+    check_labels,
+    check_probs,
+    collapse_warning,
+    compute_metrics,
+    to_numpy,
+)
 from hdkd_lightning.files import atomic_write
 
 __all__ = ["RESULT_KEYS", "METRICS_JSON", "PER_CLASS_CSV", "PREDICTIONS_CSV", "CONFUSION_PNG", "ROC_PNG", "PR_PNG",
@@ -34,6 +45,8 @@ __all__ = ["RESULT_KEYS", "METRICS_JSON", "PER_CLASS_CSV", "PREDICTIONS_CSV", "C
            "write_predictions_csv", "write_per_class_csv", "jsonable"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
+
+log = logging.getLogger("hdkd_lightning")
 
 METRICS_JSON = "metrics.json"
 PER_CLASS_CSV = "per_class.csv"
@@ -68,7 +81,7 @@ class EvaluationOptions:
 
 # the keys of write_evaluation_artefacts' result before ``extra`` is merged in
 RESULT_KEYS = ("class_names", "num_samples", "num_unlabelled", *SCALAR_KEYS, "per_class", "confusion_matrix",
-               "classes_absent_from_targets", "calibration", "confidence_intervals")
+               "classes_absent_from_targets", "calibration", "confidence_intervals", "warnings")
 
 
 def jsonable(value: Any) -> Any:
@@ -186,6 +199,11 @@ def write_evaluation_artefacts(output_dir: Union[str, Path], class_names: Sequen
                                          options.ece_bins)
     result["confidence_intervals"] = bootstrap_intervals(labels_np[known], probs_np[known], len(class_names),
                                                          options.bootstrap, options.seed)
+    # every image, labelled or not: a collapsed model is collapsed whatever the labels
+    collapsed = collapse_warning(class_names, probs_np)
+    result["warnings"] = [collapsed] if collapsed else []
+    for text in result["warnings"]:
+        log.warning("evaluation: %s", text)
     result.update(extra or {})
     result = jsonable(result)
     text = json.dumps(result, indent=2, allow_nan=False, default=str) + "\n"

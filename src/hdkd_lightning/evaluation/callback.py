@@ -25,7 +25,7 @@ import torch
 from hdkd_lightning.evaluation.artefacts import EvaluationOptions, write_evaluation_artefacts
 from hdkd_lightning.evaluation.explain import ExampleReservoir
 from hdkd_lightning.evaluation.gather import gather_each_image_once
-from hdkd_lightning.evaluation.metrics import compute_metrics
+from hdkd_lightning.evaluation.metrics import collapse_warning, compute_metrics
 from hdkd_lightning.evaluation.uploads import log_artefacts
 
 __all__ = ["TestArtefacts"]
@@ -76,6 +76,8 @@ class TestArtefacts(pl.Callback):
                                                       self.options, self._gradcam(pl_module))
         else:
             self.results = dict(compute_metrics(class_names, labels, probs), **extra)
+            # rank 0's caveats too: every rank writes run.json (pipeline/train.py), the last one wins
+            self.results["warnings"] = [text for text in [collapse_warning(class_names, probs)] if text]
         scalars = {f"test/{k}": float(v) for k, v in self.results.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "params" and math.isfinite(float(v))}
         pl_module.log_dict(scalars, rank_zero_only=True)

@@ -42,8 +42,9 @@ images; 2000 resamples, seed 0) and how many seeds favour each model. Runs witho
 mean and its seeds) and each model's paired difference to the baseline against the same axis.
 
 Outputs in ``--out``: ``report.md``, ``report.csv`` (one line per row), ``runs.csv`` (one line per
-run, for paired or per-seed analyses), ``report.png`` (balanced accuracy per model with
-± std error bars, one panel per dataset / training-set size), and when there is something to
+run, for paired or per-seed analyses), ``report.png`` (balanced accuracy per model: mean ± std
+and each seed, on a y-range taken from the data, short model labels whose settings report.md lists;
+one panel per dataset / training-set size), and when there is something to
 show, ``paired.csv`` + ``paired.png`` (the paired differences) and ``learning_curve.png``.
 """
 
@@ -55,12 +56,16 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from hdkd_lightning.checkpoints.runs import read_run_state
 from hdkd_lightning.files import atomic_write
 
-__all__ = ["RunResult", "find_runs", "load_run", "build_comparison", "write_comparison", "METRICS", "IGNORED"]
+if TYPE_CHECKING:  # annotations only
+    from matplotlib.figure import Figure
+
+__all__ = ["RunResult", "find_runs", "load_run", "build_comparison", "write_comparison", "render_comparison_plot",
+           "plot_labels", "METRICS", "IGNORED"]
 
 #: test metrics reported, with their column titles
 METRICS = {"balanced_accuracy": "balanced acc.", "accuracy": "accuracy", "f1_macro": "macro F1",
@@ -363,6 +368,11 @@ def _markdown(report: Dict[str, Any], figures: Optional[Dict[str, str]] = None) 
            f"{report['num_runs']} run(s); mean ± sample standard deviation over seeds (n per row). "
            f"Settings that differ between rows: {', '.join(report['differing_settings']) or 'none'}.", "",
            *lines, ""]
+    renamed = [(r, short) for r, short in zip(report["rows"], plot_labels(report["rows"])) if short != r["model"]]
+    if renamed:  # the plot names rows by model only; the settings that tell them apart are here
+        out += ["Labels in report.png:", ""]
+        out += [f"- {r['panel']} | {short}: {r['model']}" for r, short in renamed]
+        out.append("")
     if report.get("repeated_seeds"):
         out += ["## Rows with two runs of one seed", "",
                 "These runs agree on every setting the report reads, yet were trained twice with one seed: "
@@ -383,33 +393,87 @@ def _markdown(report: Dict[str, Any], figures: Optional[Dict[str, str]] = None) 
     return "\n".join(out)
 
 
-def _plot(report: Dict[str, Any], path: Path) -> None:
+def plot_labels(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """Short labels for the plot, one per row: the model's name, lettered when a panel holds several rows of
+    one model (``teacher (a)``); report.md says which settings each letter stands for."""
+    names = [r["model"].split(" ")[0] for r in rows]
+    count: Dict[Tuple[str, str], int] = {}
+    for r, name in zip(rows, names):
+        count[(r["panel"], name)] = count.get((r["panel"], name), 0) + 1
+    seen: Dict[Tuple[str, str], int] = {}
+    labels = []
+    for r, name in zip(rows, names):
+        key = (r["panel"], name)
+        if count[key] == 1:
+            labels.append(name)
+        else:
+            labels.append(f"{name} ({chr(ord('a') + seen.get(key, 0))})")
+            seen[key] = seen.get(key, 0) + 1
+    return labels
+
+
+def _y_range(rows: Sequence[Dict[str, Any]]) -> Tuple[float, float]:
+    """The panel's y-range from its seeds and mean ± std, with a margin: starting at 0 would flatten
+    differences of a few points into bars of equal height."""
+    values: List[float] = []
+    for r in rows:
+        values += [v for v in r["balanced_accuracy_values"] if v is not None]
+        mean, std = r["balanced_accuracy_mean"], r["balanced_accuracy_std"] or 0.0
+        if mean is not None:
+            values += [mean - std, mean + std]
+    if not values:
+        return 0.0, 1.0
+    lo, hi = min(values), max(values)
+    margin = max(0.02, 0.15 * (hi - lo))
+    return max(0.0, lo - margin), min(1.0, hi + margin)
+
+
+def render_comparison_plot(report: Dict[str, Any]) -> "Figure":
+    """``report.png``: per panel, each row's mean ± std (a bar over a y-range chosen from the data, not from 0)
+    and its seeds as points, labelled with short model names (:func:`plot_labels`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels: Dict[str, List[Dict[str, Any]]] = {}
-    for r in report["rows"]:
-        panels.setdefault(r["panel"], []).append(r)
+    labels = plot_labels(report["rows"])
+    panels: Dict[str, List[Tuple[str, Dict[str, Any]]]] = {}
+    for label, r in zip(labels, report["rows"]):
+        panels.setdefault(r["panel"], []).append((label, r))
     n = max(1, len(panels))
-    width = max(4.0, max((len(v) for v in panels.values()), default=1) * 1.1 + 1.5)
+    width = max(3.6, max((len(v) for v in panels.values()), default=1) * 0.9 + 1.4)
     fig = Figure(figsize=(width * n, 4.2), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, n, squeeze=False)[0]
-    for ax, (panel, rows) in zip(axes, panels.items()):
-        means = [r["balanced_accuracy_mean"] or 0.0 for r in rows]
-        stds = [r["balanced_accuracy_std"] or 0.0 for r in rows]
+    for ax, (panel, entries) in zip(axes, panels.items()):
+        rows = [r for _, r in entries]
+        lo, hi = _y_range(rows)
         xs = list(range(len(rows)))
-        ax.bar(xs, means, yerr=stds, capsize=4, color="#4C72B0", alpha=0.85)
-        for x, r in zip(xs, rows):  # each seed as a dot
-            vals = [v for v in r["balanced_accuracy_values"] if v is not None]
-            ax.scatter([x] * len(vals), vals, color="black", s=10, zorder=3)
-            ax.text(x, 0.02, f"n={r['n']}", ha="center", va="bottom", fontsize=8, color="white")
-        ax.set_xticks(xs, [r["model"] for r in rows], rotation=20, ha="right", fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("test balanced accuracy")
+        means = [r["balanced_accuracy_mean"] for r in rows]
+        stds = [r["balanced_accuracy_std"] or 0.0 for r in rows]
+        shown = [(x, m, s) for x, m, s in zip(xs, means, stds) if m is not None]
+        if shown:
+            # bars drawn from the axis floor: their height is the mean's distance above it, not from 0
+            ax.bar([x for x, _, _ in shown], [m - lo for _, m, _ in shown], bottom=lo, width=0.6,
+                   color="#4C72B0", alpha=0.35, gid="mean")
+            ax.errorbar([x for x, _, _ in shown], [m for _, m, _ in shown], yerr=[s for _, _, s in shown],
+                        fmt="_", markersize=22, color="#1f3b6e", capsize=5, linewidth=1.2)
+        for x, r in zip(xs, rows):
+            seeds = [v for v in r["balanced_accuracy_values"] if v is not None]
+            # spread a little sideways so equal seeds stay visible
+            offsets = [0.0] if len(seeds) == 1 else [-0.12 + 0.24 * i / (len(seeds) - 1) for i in range(len(seeds))]
+            ax.scatter([x + o for o in offsets], seeds, color="black", s=16, zorder=3, gid="seeds")
+        ax.set_xticks(xs, [f"{label}\nn={r['n']}" for label, r in entries], fontsize=8)
+        ax.set_xlim(-0.6, len(rows) - 0.4)
+        ax.set_ylim(lo, hi)
+        floor = "" if lo == 0.0 else f" (axis from {lo:.2f}, not 0)"
+        ax.set_ylabel(f"test balanced accuracy{floor}", fontsize=9)
         ax.set_title(panel, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Test balanced accuracy (mean ± std over seeds; dots = seeds)", fontsize=10)
+    fig.suptitle("Test balanced accuracy: mean (top of the bar) ± std over seeds, each seed a dot", fontsize=10)
+    return fig
+
+
+def _plot(report: Dict[str, Any], path: Path) -> None:
+    fig = render_comparison_plot(report)
     atomic_write(path, lambda fh: fig.savefig(fh, format="png"), binary=True)
 
 

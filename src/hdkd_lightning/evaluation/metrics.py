@@ -38,7 +38,7 @@ The artefact files are strict JSON/CSV, so there undefined values are ``null`` /
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ from torchmetrics.classification import (
 )
 
 __all__ = ["SCALAR_KEYS", "PER_CLASS_KEYS", "ClassificationMetrics", "compute_metrics", "to_numpy", "check_probs",
-           "check_labels"]
+           "check_labels", "collapsed_prediction", "collapse_warning"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
 
@@ -194,6 +194,32 @@ class ClassificationMetrics(nn.Module):
                 f"classes absent from the targets: {absent}; they are left out of balanced_accuracy and "
                 f"auroc_macro and their per-class AUROC is undefined (NaN)", UserWarning, stacklevel=2)
         return result
+
+
+# -- a model that predicts one class only ------------------------------------------------------
+
+def collapsed_prediction(probs: ArrayLike) -> Optional[int]:
+    """The class every image is predicted as (arg-max, first on ties), or None.
+
+    None also for fewer than two images: one image always has a single prediction, which says
+    nothing about the model. A collapsed model (a short or diverged training) still gets a
+    "completed" run and plausible-looking files, so the commands warn with :func:`collapse_warning`.
+    """
+    probs = to_numpy(probs)
+    if probs.ndim != 2 or probs.shape[0] < 2:
+        return None
+    predicted = probs.argmax(axis=1)
+    return int(predicted[0]) if (predicted == predicted[0]).all() else None
+
+
+def collapse_warning(class_names: Sequence[str], probs: ArrayLike) -> Optional[str]:
+    """The warning text for a collapsed prediction (:func:`collapsed_prediction`), or None."""
+    cls = collapsed_prediction(probs)
+    if cls is None:
+        return None
+    return (f"the model predicts {class_names[cls]} for every one of the {to_numpy(probs).shape[0]} images: it has not "
+            f"learnt to tell the classes apart (train longer, or check the data and the loss), and its Grad-CAM maps "
+            f"say little")
 
 
 # -- array helpers ---------------------------------------------------------------------------

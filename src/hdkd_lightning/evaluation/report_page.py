@@ -1,9 +1,10 @@
 """``report.html``: one self-contained page (every image embedded) that summarises an evaluation.
 
 Sections: headline metrics with 95% confidence intervals; the per-class table (sensitivity,
-specificity, PPV, NPV, F1, AUROC, support); the confusion matrix; ROC and precision-recall curves;
-calibration (ECE, temperature, the reliability diagram); Grad-CAM examples per class, correct and
-wrong; the definitions. Rendered with Jinja2 (autoescaped); no external file, script or font.
+specificity, PPV, NPV, F1, AUROC, support); the confusion matrix; ROC and precision-recall curves
+(side by side, one under the other on a narrow screen); calibration (ECE, temperature, the
+reliability diagram); Grad-CAM examples per class, correct and wrong; the definitions. Rendered
+with Jinja2 (autoescaped); no external file, script or font.
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ _TEMPLATE = """<!DOCTYPE html>
  th { background: #f3f3f3; }
  .muted { color: #666; font-size: .85rem; }
  .figures img { max-width: 100%; border: 1px solid #eee; margin: .3rem 0; }
+ .pair { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: .8rem; align-items: start; }
+ .pair img { width: 100%; height: auto; margin: 0; }
  .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: .8rem; }
  .ex { border: 1px solid #ddd; padding: .3rem; } .ex img { width: 100%; }
  .ok { color: #1a7f37; } .bad { color: #b42318; }
 </style></head>
 <body>
 <h1>{{ title }}</h1>
-<p class="muted">{{ subtitle }}</p>
+{% for text in warnings %}<p class="warning"
+ style="color: #b42318; border: 2px solid #b42318; padding: .5rem .8rem; font-weight: bold;">Warning: {{ text }}</p>
+{% endfor %}<p class="muted">{{ subtitle }}</p>
 {% if data_lines %}<ul id="data-record">{% for line in data_lines %}
 <li class="{{ line.cls }}">{{ line.text }}</li>{% endfor %}
 </ul>{% endif %}
@@ -54,7 +59,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <div class="figures"><img id="confusion" alt="confusion matrix" src="{{ images['confusion_matrix.png'] }}"></div>
 
 <h2>ROC and precision-recall curves</h2>
-<div class="figures">
+<div class="figures pair" id="curves">
 <img id="roc" alt="ROC curves" src="{{ images['roc_curves.png'] }}">
 <img id="pr" alt="precision-recall curves" src="{{ images['pr_curves.png'] }}">
 </div>
@@ -132,7 +137,7 @@ def render_report(metrics: Mapping[str, Any], pngs: Mapping[str, bytes], example
         per_class_columns=[k.upper() if k in ("ppv", "npv") else k for k in PER_CLASS_KEYS], per_class=per_class,
         images={name: _data_uri(data) for name, data in pngs.items()}, calibration_text=text,
         bins=cal.get("bins", 15), examples=[dict(ex, src=_data_uri(ex["png"])) for ex in examples],
-        data_lines=data_lines)
+        data_lines=data_lines, warnings=list(metrics.get("warnings") or []))
 
 
 def _data_lines(metrics: Mapping[str, Any]) -> list:

@@ -287,10 +287,12 @@ def build_trainer(cfg: DictConfig, out: Path, extra_callbacks=(), run_info: Opti
     ``report.*`` options (returned with it: its ``results`` are the test metrics; ``run_info`` goes
     into metrics.json)."""
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelSummary
 
     from hdkd_lightning.checkpoints.io import AtomicCheckpointIO
     from hdkd_lightning.evaluation.artefacts import EvaluationOptions
     from hdkd_lightning.evaluation.callback import TestArtefacts
+    from hdkd_lightning.lit.summary import ModelSummaryWithoutZeroFlops
 
     try:
         options = EvaluationOptions.from_config(cfg.get("report"))
@@ -300,7 +302,13 @@ def build_trainer(cfg: DictConfig, out: Path, extra_callbacks=(), run_info: Opti
     _wandb_resume(cfg.get("logger"), out)
     artefacts = TestArtefacts(out, options, run_info)
     callbacks = _instantiate_dict(cfg.get("callbacks")) + list(extra_callbacks) + [artefacts]
+    summary = {}
+    if cfg.trainer.get("enable_model_summary", True) and not any(isinstance(c, ModelSummary) for c in callbacks):
+        # ours instead of Lightning's default (no "Total FLOPs: 0", lit/summary.py); passed with the flag off,
+        # because Lightning announces a summary callback it finds in the list with an INFO line
+        callbacks.append(ModelSummaryWithoutZeroFlops())
+        summary = {"enable_model_summary": False}
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                          plugins=[AtomicCheckpointIO()], default_root_dir=str(out))
+                          plugins=[AtomicCheckpointIO()], default_root_dir=str(out), **summary)
     return trainer, artefacts

@@ -9,7 +9,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig
 
@@ -20,7 +20,10 @@ log = logging.getLogger("hdkd_lightning")
 __all__ = ["run_explain"]
 
 
-def _index_html(rows: List[Dict[str, Any]], title: str) -> str:
+def _index_html(rows: List[Dict[str, Any]], title: str, warning: Optional[str] = None) -> str:
+    """The page of the maps; ``warning`` (a collapsed model, see ``collapse_warning``) goes at its top in red."""
+    note = (f'<p class="warning" style="color:#b42318;border:2px solid #b42318;padding:.5rem .8rem;font-weight:bold">'
+            f"Warning: {html.escape(warning)}.</p>\n" if warning else "")
     cells = "\n".join(
         f'<figure><img src="{html.escape(r["png"])}" alt="{html.escape(r["image"])}" loading="lazy">'
         f'<figcaption>{html.escape(Path(r["image"]).name)}: predicted {html.escape(r["predicted"])} '
@@ -28,7 +31,7 @@ def _index_html(rows: List[Dict[str, Any]], title: str) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
             "body{font-family:sans-serif;margin:1rem} figure{display:inline-block;width:560px;margin:.4rem}"
             "img{width:100%}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1>\n{cells}\n</body></html>\n")
+            f"<h1>{html.escape(title)}</h1>\n{note}{cells}\n</body></html>\n")
 
 
 def run_explain(cfg: DictConfig) -> Path:
@@ -38,6 +41,7 @@ def run_explain(cfg: DictConfig) -> Path:
     from hdkd_lightning.deploy.recipe import inference_recipe
     from hdkd_lightning.evaluation.explain import denormalize, explanation_figure, gradcam_maps
     from hdkd_lightning.evaluation.figures import save_png
+    from hdkd_lightning.evaluation.metrics import collapse_warning
     from hdkd_lightning.files import atomic_write
 
     net, meta = network_from_checkpoint(cfg.ckpt_path)
@@ -56,11 +60,13 @@ def run_explain(cfg: DictConfig) -> Path:
     dm = recipe.image_files(source, names, batch_size=int(cfg.batch_size), max_image_pixels=cfg.get("max_image_pixels"),
                             on_bad_image=cfg.get("on_bad_image", "error"))
     rows: List[Dict[str, Any]] = []
+    all_probs = []  # one row of class probabilities per image: enough to see a collapsed model
     for batch in dm.predict_dataloader():
         images = batch["image"]
         with torch.inference_mode():
             probs = recipe.probabilities(net(images))
         predicted = probs.argmax(dim=1).tolist()
+        all_probs.append(probs.float().cpu())
         targets = predicted if target == "pred" else [names.index(target)] * len(predicted)
         maps = gradcam_maps(net, images, targets)
         for img, cam, path, pred, tgt, p in zip(images, maps, batch["path"], predicted, targets, probs):
@@ -78,6 +84,9 @@ def run_explain(cfg: DictConfig) -> Path:
         w.writeheader()
         w.writerows(rows)
     atomic_write(out / "index.csv", write_csv)
-    atomic_write(out / "index.html", lambda fh: fh.write(_index_html(rows, f"Grad-CAM: {meta['arch']}")))
+    warning = collapse_warning(names, torch.cat(all_probs))
+    if warning:
+        log.warning("Grad-CAM: %s", warning)
+    atomic_write(out / "index.html", lambda fh: fh.write(_index_html(rows, f"Grad-CAM: {meta['arch']}", warning)))
     log.info("Grad-CAM of %d image(s) written to %s (index.csv, index.html)", len(rows), out)
     return out

@@ -111,7 +111,9 @@ def run_train(cfg: DictConfig, extra_callbacks=()) -> Dict[str, Any]:
     runs.mark_run_finished(out, monitor=cfg.get("optimized_metric"), best_score=results["optimized_metric"],
                            best_checkpoint=results.get("best_checkpoint"),
                            test={k: results.get("test", {}).get(k) for k in
-                                 ("accuracy", "balanced_accuracy", "f1_macro", "auroc_macro")})
+                                 ("accuracy", "balanced_accuracy", "f1_macro", "auroc_macro")},
+                           # "completed" says the job ran, not that the model is any good: keep the test's caveats
+                           warnings=list(results.get("test", {}).get("warnings") or []))
     return results
 
 
