@@ -171,10 +171,12 @@ def build_module(cfg: DictConfig, dm, data_name: str, record: Optional[Dict[str,
     class_weights = dm.class_weights().tolist() if model_cfg.get("class_weighted_loss", False) else None
     common = dict(class_names=list(dm.class_names), class_weights=class_weights, data_name=data_name)
     if "student" in model_cfg:
-        teacher, path = teacher or find_teacher(cfg, resume, data_name)
         from hdkd_lightning.checkpoints.teacher import check_teacher_data, check_teacher_fits
 
-        check_teacher_fits(teacher, list(dm.class_names), dm.image_size, data_name)
+        if teacher is None:  # early_teacher already checked the one it found
+            teacher = find_teacher(cfg, resume, data_name)
+            check_teacher_fits(teacher[0], list(dm.class_names), dm.image_size, data_name)
+        teacher, path = teacher
         info = teacher.summary()
         if teacher.entry is None:  # a new run: check the teacher against this run's evaluation images
             eval_keys = {s: list(dm.image_keys(dm.split_records(s)).values()) for s in ("val", "test")}
