@@ -239,8 +239,10 @@ def save_state(args, jobs: List[Job], started: float) -> None:
         records[old["invocation"]["started"]] = old["invocation"]
     records.pop(data["started"], None)
     data["history"] = sorted(records.values(), key=lambda h: h["started"])
+    # the machine goes into each invocation's record too: sessions land on different CPUs, and a
+    # run's time means nothing without the CPU it ran on
     data["invocation"] = {"started": data["started"], "wall_seconds": data["wall_seconds_this_invocation"],
-                          "ran": {j.name: j.seconds for j in jobs if j.seconds}}
+                          "machine": data["machine"], "ran": {j.name: j.seconds for j in jobs if j.seconds}}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)

@@ -152,6 +152,8 @@ def test_study_json_keeps_one_record_per_invocation(study, tmp_path):
     data = json.loads((args.out / "study.json").read_text())
     assert data["history"] == [earlier]
     assert data["invocation"]["ran"] == {job.name: [3.0]}
+    # each invocation names its CPU: a later session on another machine must not rename it
+    assert data["invocation"]["machine"]["cpu_isa"] == study.machine()["cpu_isa"]
     assert data["jobs"][job.name]["seconds_this_invocation"] == [3.0]
 
 
