@@ -24,12 +24,15 @@ def test_wheel_ships_every_config(tmp_path):
     assert out.stdout.strip() == str(site / "hdkd_lightning" / "conf")
 
 
-def test_import_does_not_pull_in_lightning_or_data():
+def test_import_is_light_and_the_networks_register_when_timm_is_imported():
+    # import hdkd_lightning imports no torch or timm (every command's --help starts without them); the networks
+    # still register with timm, the moment timm is imported (hdkd_lightning/__init__.py)
     code = ("import sys, hdkd_lightning; "
-            "print(sorted(m for m in ('lightning', 'hydra', 'albumentations', 'hdkd_lightning.data', 'hdkd_lightning.lit') "
-            "if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'timm', 'lightning', 'hydra', 'albumentations', 'hdkd_lightning.data', "
+            "'hdkd_lightning.lit', 'hdkd_lightning.models') if m in sys.modules)); "
+            "import timm; print(timm.list_models('hdkd_*'), 'hdkd_lightning.models' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.splitlines() == ["[]", "['hdkd_student', 'hdkd_student_distilled', 'hdkd_teacher'] True"]
 
 
 # declared for what they do inside other libraries, never imported by name: Hydra finds its plugins,
@@ -88,7 +91,7 @@ def test_a_missing_optional_extra_says_how_to_install_it(monkeypatch):
 
 
 def test_the_errors_module_imports_nothing_heavy():
-    # loaded from its file, without the package's __init__ (which registers the networks, so imports torch):
+    # loaded from its file, without the package's __init__ (which only waits for timm, but is not under test):
     # what hdkd_lightning.errors itself imports, the reason every layer can import it without a cycle
     path = REPO / "src" / "hdkd_lightning" / "errors.py"
     code = ("import importlib.util as u, sys; s = u.spec_from_file_location('errors', sys.argv[1]); "

@@ -58,3 +58,22 @@ def test_the_root_console_skips_what_lightning_prints_itself_and_file_only_recor
         root.setLevel(old_level)
     assert console.getvalue().splitlines() == ["our own line"]
     assert (tmp_path / "job.log").read_text().splitlines() == ["Seed set to 0", "our own line", "DataError: bad"]
+
+
+def test_the_onnx_exporters_info_narration_is_off_and_its_warnings_and_chosen_levels_stay():
+    from hdkd_lightning.cli._common import _EXPORTER_LOGGERS
+
+    loggers = {name: logging.getLogger(name) for name in _EXPORTER_LOGGERS}
+    saved = {name: logger.level for name, logger in loggers.items()}
+    try:
+        for logger in loggers.values():
+            logger.setLevel(logging.NOTSET)
+        loggers["onnxscript"].setLevel(logging.DEBUG)  # as hydra.verbose=onnxscript sets it: kept
+        filter_known_noise()
+        # a pass of onnx_ir as torch.onnx runs it: "Removed 59 unused nodes" is INFO
+        step = logging.getLogger("onnx_ir.passes.common.unused_removal")
+        assert not step.isEnabledFor(logging.INFO) and step.isEnabledFor(logging.WARNING)
+        assert logging.getLogger("onnxscript.optimizer._constant_folding").isEnabledFor(logging.DEBUG)
+    finally:
+        for name, logger in loggers.items():
+            logger.setLevel(saved[name])

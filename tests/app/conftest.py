@@ -90,3 +90,19 @@ def folder_runs(runner, image_folder):
     runner.run("train", data + ["model=distill", "task_name=ship_hdkd", "model.teacher.experiment=ship_teacher"])
     return {kind: runner.latest_run(f"ship_{kind}") / "checkpoints" / "best.ckpt"
             for kind in ("teacher", "student", "hdkd")}
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    """A project checkpoint of a small untrained teacher (3 classes, 32 px), written without training."""
+    import timm
+    import torch
+
+    import hdkd_lightning  # noqa: F401  (registers the networks with timm)
+    from hdkd_lightning.checkpoints.format import META_KEY, build_meta
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 3, "img_size": 32, "depths": [1, 1, 1]}
+    net = timm.create_model("hdkd_teacher", **kwargs).eval()
+    torch.save({META_KEY: build_meta("teacher", "hdkd_teacher", kwargs, ["a", "b", "c"], 32, prefix="net."),
+                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    return path

@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,7 +128,10 @@ def test_predict_with_each_backend_equals_eval(runner, folder_runs, hdkd_exports
             assert got[path] == pytest.approx(probs, abs=1e-4), (model, path)
         with open(out) as fh:
             row = next(csv.DictReader(fh))
-        assert row["top1"] == row["predicted"] and float(row["top1_prob"]) >= float(row["top2_prob"])
+        # the first choice is `predicted` (no top1 column repeating it), its probability predicted_prob
+        assert "top1" not in row and float(row["predicted_prob"]) == float(row[f"prob_{row['predicted']}"])
+        assert float(row["predicted_prob"]) >= float(row["top2_prob"])
+        assert row["label"] == Path(row["path"]).parent.name  # test/<class>/*.png: labelled from the folder
         info = json.loads(summary.read_text())
         assert info["summary"]["images"] == 18 and 0 <= info["summary"]["outside_network_share"] <= 1
         assert info["summary"]["device"].startswith(auto if device == "auto" else device)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.app.conftest import FOLDER, make_image_folder
+from tests.app.conftest import FOLDER, make_image_folder, tiny_checkpoint
 
 
 def add_hostile_files(folder: Path) -> dict:
@@ -89,22 +89,6 @@ def test_predict_refuses_a_pt2_that_carries_code_and_none_of_it_runs(runner, tmp
     assert not marker.exists() and not (tmp_path / "pred.csv").exists()
 
 
-def _tiny_checkpoint(path: Path) -> Path:
-    """A project checkpoint of a small untrained teacher (3 classes, 32 px), written without training."""
-    import timm
-    import torch
-
-    import hdkd_lightning  # noqa: F401  (registers the networks with timm)
-    from hdkd_lightning.checkpoints.format import META_KEY, build_meta
-
-    torch.manual_seed(0)
-    kwargs = {"num_classes": 3, "img_size": 32, "depths": [1, 1, 1]}
-    net = timm.create_model("hdkd_teacher", **kwargs).eval()
-    torch.save({META_KEY: build_meta("teacher", "hdkd_teacher", kwargs, ["a", "b", "c"], 32, prefix="net."),
-                "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
-    return path
-
-
 def test_each_bad_file_hint_of_predict_works_when_followed_as_printed(runner, tmp_path):
     """hdkd-predict's keys are top-level (on_bad_image=, max_image_pixels=): its fix must name those, not the
     data.* keys of training, and each hint, appended to the command exactly as printed, must make it pass."""
@@ -120,7 +104,7 @@ def test_each_bad_file_hint_of_predict_works_when_followed_as_printed(runner, tm
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
     Image.fromarray(rng.integers(0, 255, (100, 80, 3), dtype=np.uint8)).save(folder / "large.png")  # 8,000 pixels
     output = tmp_path / "pred.csv"
-    args = [f"ckpt_path={_tiny_checkpoint(tmp_path / 'tiny.ckpt')}", f"input={folder}", f"output={output}",
+    args = [f"ckpt_path={tiny_checkpoint(tmp_path / 'tiny.ckpt')}", f"input={folder}", f"output={output}",
             "device=cpu", "max_image_pixels=5000"]
 
     refused = runner.run("predict", args, check=False)

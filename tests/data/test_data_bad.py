@@ -90,6 +90,9 @@ def test_a_bad_input_file_of_a_command_without_bad_file_keys_names_none():
     assert " max_image_pixels=600 " in problems_message(bad, key_prefix="")
     bare = problems_message(bad, key_prefix=None)
     assert "on_bad_image" not in bare and "max_image_pixels" not in bare and "Fix: replace or delete" in bare
+    # files already being skipped: the fix does not suggest skipping them, the pixel limit stays
+    skipping = problems_message(bad, key_prefix="data.", skipping=True)
+    assert "on_bad_image" not in skipping and " data.max_image_pixels=600 " in skipping
 
 def _rewrite_csv(path, edit):
     rows = list(csv.reader(open(path)))

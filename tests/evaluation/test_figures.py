@@ -127,6 +127,33 @@ def test_curves_have_one_vs_rest_axis_labels_and_the_legend_outside_the_axes(whi
     assert fig.bbox.x0 - 1 <= legend.x0 and legend.x1 <= fig.bbox.x1 + 1 and legend.y0 >= fig.bbox.y0 - 1  # not cut off
 
 
+@pytest.mark.parametrize("bins", [
+    # a well-calibrated model: neighbouring bins at the top right, a few pixels apart
+    {"confidence": [0.35, 0.52, 0.67, 0.78, 0.86, 0.93, 0.975, 0.995], "accuracy": [0.3, 0.5, 0.7, 0.8, 0.92, 0.97, 1.0, 1.0],
+     "count": [3, 12, 25, 40, 88, 150, 320, 1204]},
+    # small bins right on every image in the middle of the confidence range, under the title
+    {"confidence": [0.3, 0.47, 0.5, 0.58, 0.99], "accuracy": [1.0, 1.0, 0.98, 1.0, 1.0], "count": [2, 5, 17, 11, 9321]},
+])
+def test_reliability_counts_stay_inside_the_axes_clear_of_the_title_and_of_each_other(bins):
+    from hdkd_lightning.evaluation.figures import render_reliability
+
+    fig = render_reliability(bins, 0.02, 15)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    title, frame = ax.title.get_window_extent(renderer), ax.get_window_extent(renderer)
+    counts = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    assert sorted(counts) == sorted(str(n) for n in bins["count"])
+    for text, box in counts.items():
+        assert not box.overlaps(title), f"count {text} overlaps the title"
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, \
+            f"count {text} leaves the axes"
+    texts = sorted(counts)
+    clashes = [(a, b) for i, a in enumerate(texts) for b in texts[i + 1:] if counts[a].overlaps(counts[b])]
+    assert not clashes, f"counts drawn over each other: {clashes}"
+    assert ax.get_yticks().max() == pytest.approx(1.0)  # the room above 1.0 is for the counts, not an accuracy
+
+
 def test_pr_curves_draw_each_class_prevalence():
     from hdkd_lightning.evaluation.figures import render_pr_curves
 

@@ -20,3 +20,13 @@ def test_the_page_says_external_data_and_counts_training_images():
     assert not any(cls == "bad" for cls, _ in own)
     old = _texts({"data_record": None, "external_data": None})
     assert any("no data record" in text for _, text in old)
+
+
+def test_the_page_says_which_classes_were_mapped_and_which_the_model_does_not_know():
+    from hdkd_lightning.evaluation.class_map import resolve_class_map
+
+    record = resolve_class_map(["MEL", "naevus", "scar"], ["mel", "nv", "bcc"], {"naevus": "nv"}, "x").describe([4, 9, 3])
+    lines = _texts({"class_map": record, "external_data": True})
+    assert ("muted", "Classes of these data scored as the model's (eval.class_map): MEL \u2192 mel, naevus \u2192 nv.") in lines
+    assert ("bad", "Unknown to the model, left out of every metric: scar (3 images).") in lines
+    assert any("bcc" in text and "undefined" in text for _, text in lines)

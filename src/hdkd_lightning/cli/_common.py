@@ -22,10 +22,11 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, List, Sequence
+from typing import Callable, List, Sequence, Tuple
 
 from hdkd_lightning.errors import EXIT_USER_ERROR, UserError, find_user_error
 
@@ -66,9 +67,14 @@ class _DropLitLoggerTip(logging.Filter):
         return not str(record.msg).startswith("💡 Tip: For seamless cloud logging")
 
 
+#: the loggers of onnxscript and onnx_ir (torch.onnx's dynamo exporter runs them on every ONNX export)
+_EXPORTER_LOGGERS = ("onnxscript", "onnx_ir")
+
+
 def filter_known_noise() -> None:
     """Silence the third-party messages every run printed that say nothing about it, each by its exact
-    text and source (everything else, warnings of the same libraries included, stays visible)."""
+    text and source, or (the ONNX exporter's step-by-step INFO lines) by logger name and level; everything
+    else, warnings of the same libraries included, stays visible."""
     import warnings
 
     # torch 2.14 deprecated LeafSpec, which Lightning 2.6's own pytree helper still builds
@@ -79,6 +85,13 @@ def filter_known_noise() -> None:
     rank_zero = logging.getLogger(_LIGHTNING_RANK_ZERO_LOGGER)
     if not any(isinstance(f, _DropLitLoggerTip) for f in rank_zero.filters):
         rank_zero.addFilter(_DropLitLoggerTip())
+    # the ONNX exporter's passes narrate their work at INFO, one line per step ("Removed 59 unused nodes",
+    # "Replaced initializer 'val_34' with existing initializer 'val_26'", ...): about 125 lines per hdkd-export
+    # of a student. Their WARNINGs and errors stay visible; hydra.verbose=[onnxscript,onnx_ir] shows the rest.
+    for name in _EXPORTER_LOGGERS:
+        exporter = logging.getLogger(name)
+        if exporter.level == logging.NOTSET:  # a level set on purpose (hydra.verbose, a user's config) is kept
+            exporter.setLevel(logging.WARNING)
 
 
 class _ConsoleOnce(logging.Filter):
@@ -293,14 +306,27 @@ def precheck(config_name: str, argv: Sequence[str]) -> None:
 
 # -- help ---------------------------------------------------------------------------------------
 
+#: the last line of every command's help: what its exit status means
+EXIT_STATUS_LINE = ("Exit status: 0 done; 2 a mistake in the command line, the config or the data (one line says "
+                    "what to fix); 1 a bug (a traceback).")
+
+
 def print_help(prog: str, config_name: str, description: str, examples: Sequence[str],
-               groups: Sequence[str] = ()) -> None:
+               groups: Sequence[str] = (), keys: Sequence[Tuple[str, str]] = ()) -> None:
+    """``--help`` of a Hydra command: its description, the keys people set most (``key=<value>`` and one line
+    each), the config groups and their options, the top-level keys, examples and the exit status. Plain text
+    (no markup); composes the config with Hydra and imports nothing else (no torch)."""
     from omegaconf import OmegaConf
 
     from hdkd_lightning._paths import config_dir
 
     cfg = _compose(config_name, [])
     lines = [f"usage: {prog} [key=value ...] [group=option ...] [-m]", "", description.strip(), ""]
+    if keys:
+        lines.append("Keys set most often (key=value):")
+        width = max(len(key) for key, _ in keys) + 2
+        lines += [f"  {key:<{width}}{explanation}" for key, explanation in keys]
+        lines.append("")
     if groups:
         lines.append("Config groups (group=option):")
         for group in groups:
@@ -314,8 +340,11 @@ def print_help(prog: str, config_name: str, description: str, examples: Sequence
     lines.append("Options (key=value; nested keys with dots, e.g. data.batch_size=32):")
     lines += ["  " + line for line in OmegaConf.to_yaml(OmegaConf.create(keys)).rstrip().splitlines()]
     lines += ["", "Examples:"] + [f"  {e}" for e in examples]
-    lines += ["", f"Hydra's own flags: {prog} --hydra-help. Exit status 2 = a mistake in the command line or the data."]
-    print("\n".join(lines))
+    lines += ["", f"Hydra's own flags: {prog} --hydra-help.", EXIT_STATUS_LINE]
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:  # the reader stopped early (--help | head): not an error, and no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
 
 
 # -- the decorator ---------------------------------------------------------------------------------
@@ -341,11 +370,12 @@ def _remove_failed_run_dir() -> None:
 
 
 def hydra_command(config_name: str, description: str = "", examples: Sequence[str] = (),
-                  groups: Sequence[str] = ()) -> Callable:
+                  groups: Sequence[str] = (), keys: Sequence[Tuple[str, str]] = ()) -> Callable:
     """Decorate a job ``fn(cfg)`` as a Hydra command reading this package's configs.
 
     Users add their own configs with ``--config-dir``. See the module docstring for the checks,
-    help and errors around the job.
+    help and errors around the job; ``--help`` is :func:`print_help` of ``description``, ``examples``,
+    ``groups`` and ``keys`` (``(key=<value>, one-line explanation)`` pairs).
     """
     import hydra
 
@@ -373,10 +403,14 @@ def hydra_command(config_name: str, description: str = "", examples: Sequence[st
         def main() -> None:
             argv = sys.argv[1:]
             if any(a in ("-h", "--help") for a in argv):
-                print_help(prog, config_name, description or (fn.__doc__ or ""), examples, groups)
+                print_help(prog, config_name, description or (fn.__doc__ or ""), examples, groups, keys)
                 return
             prepare_process()
             try:
+                from hdkd_lightning.cli._overrides import quote_values
+
+                # values Hydra's grammar refuses unquoted (non-ASCII paths, ...) quoted for it, as typed
+                argv = sys.argv[1:] = quote_values(argv)
                 precheck(config_name, argv)
             except UserError as exc:
                 fail(prog, str(exc))

@@ -46,22 +46,30 @@ def build_datamodule(overrides: list[str]):
     return hydra.utils.instantiate(cfg.data)
 
 
-def _download(args, overrides: list[str], console) -> int:
-    """``hdkd-data download``: fetch, verify, unpack (see hdkd_lightning.data.download), then inspect."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    from hdkd_lightning.data.download import DATASETS, download_dataset
+def download_request(dataset: str | None, overrides: list[str]) -> tuple[Path, dict]:
+    """The folder and the ``key=value`` settings of ``hdkd-data download <dataset> ...``, checked before
+    anything is fetched (a :class:`~hdkd_lightning.errors.UserError` names what is wrong)."""
+    from hdkd_lightning.data.download import DATASETS
     from hdkd_lightning.errors import UserError
 
-    if args.dataset not in DATASETS:
-        raise UserError(f"download {args.dataset or '<dataset>'}: choose one of {', '.join(DATASETS)}")
+    if dataset not in DATASETS:
+        raise UserError(f"download {dataset or '<dataset>'}: choose one of {', '.join(DATASETS)}")
     values = dict(o.split("=", 1) for o in overrides if "=" in o)
     unknown = sorted(set(values) - {"root", "url_base"}) + [o for o in overrides if "=" not in o]
     if unknown:
         raise UserError(f"download takes root=<dir> and url_base=<url>; not {', '.join(unknown)}")
     if "root" not in values:
-        raise UserError(f"download {args.dataset}: pass root=<folder to put the dataset in>")
-    root = Path(values["root"]).expanduser().resolve()
+        raise UserError(f"download {dataset}: pass root=<folder to put the dataset in>")
+    return Path(values["root"]).expanduser().resolve(), values
+
+
+def _download(args, overrides: list[str], console) -> int:
+    """``hdkd-data download``: fetch, verify, unpack (see hdkd_lightning.data.download), then inspect."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from hdkd_lightning.data.download import DATASETS, download_dataset
+
+    root, values = download_request(args.dataset, overrides)
     info = DATASETS[args.dataset]
     console.print(f"{args.dataset}: {info['source']}; licence {info['licence']}; {info['size']}")
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -89,26 +97,43 @@ def _download(args, overrides: list[str], console) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+#: the data keys people set most with inspect / cache (Hydra overrides of the data config), for --help
+KEYS = [
+    ("data=<name>", "the dataset layout: brain_tumor, ham10000, isic2018, image_folder, synthetic"),
+    ("data.root=<folder>", "the dataset's folder"),
+    ("data.train_per_class=<n>", "inspect the limited-data subset a run with this setting trains on"),
+    ("data.image_size=<px>", "cache: build the cache at the size training will read (default: the dataset's)"),
+]
+EXAMPLES = [
+    "hdkd-data download ham10000 root=/data/ham10000",
+    "hdkd-data download isic2018 root=/data/isic2018 --dry-run",
+    "hdkd-data download brain_tumor root=/data/brain_tumor_mri      # Kaggle credentials needed",
+    "hdkd-data download isic2018 root=/data/isic2018 url_base=https://mirror.lab/isic/",
+    "hdkd-data inspect data=ham10000 data.root=/data/ham10000 data.train_per_class=100",
+    "hdkd-data cache data=brain_tumor data.root=/data/brain_tumor_mri data.image_size=64",
+    "hdkd-data inspect data=ham10000 data.root=/data/ham10000 -q > bad_files.tsv   # path<TAB>reason",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    width = max(len(key) for key, _ in KEYS) + 2
+    epilog = "\n".join(
+        ["Keys set most often (inspect / cache take Hydra overrides of the data config, key=value):"]
+        + [f"  {key:<{width}}{explanation}" for key, explanation in KEYS]
+        + ["", "Examples:"] + [f"  {e}" for e in EXAMPLES]
+        + ["", "Exit status:",
+           "  0  done (inspect: no bad file or CSV row found)",
+           f"  {EXIT_BAD_FILES}  inspect found bad files or CSV rows (unreadable image, row without image, image "
+           "without row,",
+           "     unknown label); -q prints only those, one per line: path<TAB>reason",
+           "  2  a mistake in the command line, the configuration or the dataset layout (one line with the fix)",
+           "  1  a bug (a traceback)"])
     parser = argparse.ArgumentParser(
         prog="hdkd-data", description="Download a public dataset, inspect a dataset, or pre-build its image cache.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-               "  hdkd-data download ham10000 root=/data/ham10000\n"
-               "  hdkd-data download isic2018 root=/data/isic2018 --dry-run\n"
-               "  hdkd-data download brain_tumor root=/data/brain_tumor_mri      # Kaggle credentials needed\n"
-               "  hdkd-data download isic2018 root=/data/isic2018 url_base=https://mirror.lab/isic/\n"
-               "  hdkd-data inspect data=ham10000 data.root=/data/ham10000 data.train_per_class=100\n"
-               "  hdkd-data cache data=brain_tumor data.root=/data/brain_tumor_mri data.image_size=64\n"
-               "  hdkd-data inspect data=ham10000 data.root=/data/ham10000 -q > bad_files.tsv   # path<TAB>reason\n"
-               "inspect / cache take Hydra overrides of the data config (data=<name> data.<key>=<value>).\n"
-               "exit status:\n"
-               "  0  done (inspect: no bad file or CSV row found)\n"
-               f"  {EXIT_BAD_FILES}  inspect found bad files or CSV rows (unreadable image, row without image, image "
-               "without row,\n     unknown label); -q prints only those, one per line: path<TAB>reason\n"
-               "  2  a mistake in the command line, the configuration or the dataset layout (one line with the fix)\n"
-               "  1  a bug (a traceback)")
-    parser.add_argument("command", choices=["download", "inspect", "cache"])
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
+    parser.add_argument("command", choices=["download", "inspect", "cache"],
+                        help="download: fetch, verify and unpack a public dataset, then inspect it; inspect: "
+                             "classes, splits and bad files of a dataset; cache: build its image cache")
     parser.add_argument("dataset", nargs="?", default=None, help="download: isic2018, ham10000 or brain_tumor")
     parser.add_argument("--json", type=Path, default=None, help="write the inspect report here")
     parser.add_argument("--splits", type=Path, default=None,
@@ -120,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="inspect: print only the bad files and CSV rows, one per line (path<TAB>reason); "
                              "download / cache: no progress bar and no INFO log lines")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args, overrides = parser.parse_known_args(argv)
     unknown = [o for o in overrides if o.startswith("-")]
     if unknown:

@@ -91,14 +91,16 @@ def describe_paths(paths: Sequence[str], first: int = 5) -> str:
     return shown + (f" ... (and {rest} more; {len(paths)} in total)" if rest > 0 else "")
 
 
-def problems_message(problems: Sequence[Problem], first: int = 5, key_prefix: str | None = "data.") -> str:
+def problems_message(problems: Sequence[Problem], first: int = 5, key_prefix: str | None = "data.",
+                     skipping: bool = False) -> str:
     """One paragraph per problem kind: count, first few files with details, and the fix.
 
     ``key_prefix`` is how the running command spells ``on_bad_image`` / ``max_image_pixels`` in the
     fix, so that every hint is a ``key=value`` the command accepts as written: ``"data."`` where the
     data config is a group (hdkd-train, hdkd-eval, hdkd-data), ``""`` where they are top-level keys
     (hdkd-predict, hdkd-explain), ``None`` where the command has neither (hdkd-export's ``input=``):
-    then the fix only says what to do with the files."""
+    then the fix only says what to do with the files. ``skipping``: the files are being skipped already
+    (``on_bad_image=skip``), so the fix does not suggest it again."""
     parts = []
     by_kind: dict[str, list[Problem]] = {}
     for p in problems:
@@ -106,7 +108,8 @@ def problems_message(problems: Sequence[Problem], first: int = 5, key_prefix: st
     for kind, items in by_kind.items():
         what, fix, skipped = PROBLEM_KINDS.get(kind, (kind, "fix or remove the file(s)", "leave them out"))
         if key_prefix is not None:
-            fix += f", or set {key_prefix}on_bad_image=skip to {skipped}"
+            if not skipping:
+                fix += f", or set {key_prefix}on_bad_image=skip to {skipped}"
             oversized = [p.pixels for p in items if p.pixels]
             if oversized:  # a limit that admits the largest of them, ready to paste (never ends the sentence)
                 fix += (f"; or, for oversized image(s) that are legitimate, raise the limit with "
@@ -129,6 +132,10 @@ class Index:
     class_names: list[str]
     problems: list[Problem] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)  # informational, shown by inspect
+    #: path -> subgroup attributes (sex, age band, ...; :mod:`hdkd_lightning.data.metadata`), where the layout has them
+    metadata: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    #: where ``metadata`` came from (a CSV path), for the records of results
+    metadata_source: str | None = None
 
 
 @runtime_checkable

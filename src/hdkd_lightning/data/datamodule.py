@@ -111,6 +111,7 @@ class HdkdDataModule(L.LightningDataModule):
         smote_strategy: Any = "auto",
         smote_k_neighbors: int = 5,
         split_file: str | None = None,
+        metadata_csv: str | None = None,
         on_bad_image: str = "error",
         max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
         interpolation: str = "area",
@@ -144,6 +145,7 @@ class HdkdDataModule(L.LightningDataModule):
         self.smote_strategy = to_plain(smote_strategy)
         self.smote_k_neighbors = int(smote_k_neighbors)
         self.split_file = None if split_file in (None, "") else str(split_file)
+        self.metadata_csv = None if metadata_csv in (None, "") else str(metadata_csv)
         self.on_bad_image = str(on_bad_image)
         self.max_image_pixels = None if max_image_pixels in (None, 0) else int(max_image_pixels)
         self.interpolation = str(interpolation)
@@ -235,7 +237,8 @@ class HdkdDataModule(L.LightningDataModule):
             subset=self.subset, dedup=self.dedup, split_file=self.split_file, on_bad_image=self.on_bad_image,
             max_image_pixels=self.max_image_pixels, interpolation=self.interpolation,
             cache_images=self.cache_images, cache_dir=self.cache_dir, cache_threads=self.cache_threads,
-            smote=self.smote, smote_strategy=self.smote_strategy, smote_k_neighbors=self.smote_k_neighbors)
+            smote=self.smote, smote_strategy=self.smote_strategy, smote_k_neighbors=self.smote_k_neighbors,
+            metadata_csv=self.metadata_csv)
 
     def prepare(self, strict: bool = False, full_check: bool = False) -> PreparedData:
         """A fresh preparation without loading images (``hdkd-data inspect``): with ``strict=False``
@@ -312,6 +315,19 @@ class HdkdDataModule(L.LightningDataModule):
         return data_record(data, self.settings, data_name, self.image_keys(data.records()),
                            self.eval_entries if self.eval_entries is not None else default_eval_entries(),
                            split_csv_text(data.records() + data.unused, data.class_names, self._root()))
+
+    @property
+    def image_metadata(self) -> dict[str, dict[str, str]]:
+        """path -> subgroup attributes of every image (empty when the data have none;
+        :mod:`hdkd_lightning.data.metadata`)."""
+        if self.source is None:
+            return {}
+        return self._require_setup().metadata
+
+    @property
+    def metadata_source(self) -> str | None:
+        """Where :attr:`image_metadata` came from (file paths), for the record of results."""
+        return None if self.source is None else self._require_setup().index.metadata_source
 
     def image_keys(self, records: Sequence[Record]) -> dict[str, tuple[str, ...]]:
         """path -> identity keys of each record's image (content hash, ISIC id; see data.provenance)."""
@@ -417,7 +433,8 @@ class HdkdDataModule(L.LightningDataModule):
         """A DataModule whose ``predict_dataloader`` serves the given image files / folders
         (folders are scanned recursively) through the eval pipeline; labels are -1. Files are
         checked up front: unreadable ones raise a DataError naming them (or, with
-        ``on_bad_image="skip"``, are left out with a warning).
+        ``on_bad_image="skip"``, are left out with a warning and listed in ``dm.skipped_inputs``, a
+        :class:`~hdkd_lightning.data.base.Problem` each: path and reason).
 
         ``key_prefix`` is how the caller's command spells ``on_bad_image`` / ``max_image_pixels`` in the
         fix of an unreadable file (:func:`~hdkd_lightning.data.base.problems_message`): ``""`` (top-level
@@ -439,6 +456,7 @@ class HdkdDataModule(L.LightningDataModule):
                  max_image_pixels=max_image_pixels, transforms=transforms,
                  on_bad_image=on_bad_image, cache={"images": False, "dir": None})
         files = expand_paths(paths)
+        dm.skipped_inputs = []
         if check:
             bad = [Problem("unreadable", p, info["error"], pixels=over_limit(info, dm.max_image_pixels))
                    for p in files if not (info := check_image(p, dm.max_image_pixels))["ok"]]
@@ -446,10 +464,12 @@ class HdkdDataModule(L.LightningDataModule):
                 raise DataError("cannot predict on unreadable input(s):\n"
                                 + problems_message(bad, key_prefix=key_prefix))
             if bad:
-                warnings.warn("skipping unreadable input(s):\n" + problems_message(bad, key_prefix=key_prefix),
+                warnings.warn("skipping unreadable input(s):\n"
+                              + problems_message(bad, key_prefix=key_prefix, skipping=True),
                               stacklevel=2)
                 drop = {b.path for b in bad}
                 files = [f for f in files if f not in drop]
+                dm.skipped_inputs = bad
         dm._predict_paths = files
         dm._fixed_class_names = list(class_names) if class_names is not None else []
         return dm

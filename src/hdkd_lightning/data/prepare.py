@@ -78,6 +78,7 @@ class PreparationSettings:
     smote: bool = False
     smote_strategy: Any = "auto"
     smote_k_neighbors: int = 5
+    metadata_csv: str | None = None
 
     @property
     def has_files(self) -> bool:
@@ -103,6 +104,11 @@ class PreparedData:
     @property
     def notes(self) -> list[str]:
         return self.index.notes
+
+    @property
+    def metadata(self) -> dict[str, dict[str, str]]:
+        """path -> subgroup attributes (the source's, then ``data.metadata_csv``'s; :mod:`hdkd_lightning.data.metadata`)."""
+        return self.index.metadata
 
     @property
     def all_paths(self) -> list[str]:
@@ -163,6 +169,13 @@ def _check_classes(records: Sequence[Record], class_names: Sequence[str], when: 
 def _index_and_split(settings: PreparationSettings, strict: bool, full_check: bool) -> PreparedData:
     source = settings.source
     index: Index = source.index()
+    if settings.metadata_csv:
+        from hdkd_lightning.data.metadata import merge_metadata, read_metadata_csv
+
+        found, notes = read_metadata_csv(settings.metadata_csv, [r.path for r in index.records], source.root)
+        index.metadata = merge_metadata(index.metadata, found)
+        index.metadata_source = ", ".join(s for s in (index.metadata_source, str(settings.metadata_csv)) if s)
+        index.notes.extend(notes)
     class_names = list(index.class_names)
     file_info: dict[str, dict] = {}
     problems = list(index.problems)
@@ -177,7 +190,7 @@ def _index_and_split(settings: PreparationSettings, strict: bool, full_check: bo
                         + problems_message(problems))
     if problems and strict:
         msg = (f"data.on_bad_image=skip: ignoring {len(problems)} bad item(s) under "
-               f"data.root={source.root}:\n" + problems_message(problems))
+               f"data.root={source.root}:\n" + problems_message(problems, skipping=True))
         warnings.warn(msg, stacklevel=3)
         log.warning(msg)
     records = [r for r in index.records if r.path not in bad_paths]
@@ -313,7 +326,7 @@ def _image_reader(settings: PreparationSettings, data: PreparedData):
                 raise DataError("bad data found while building the image cache "
                                 f"(data.root={source.root}):\n" + problems_message(problems))
             warnings.warn("data.on_bad_image=skip: dropping images that failed to decode:\n"
-                          + problems_message(problems), stacklevel=3)
+                          + problems_message(problems, skipping=True), stacklevel=3)
             drop = {p.path for p in problems}
             data.splits = {s: [r for r in rs if r.path not in drop] for s, rs in data.splits.items()}
             data.bad_paths |= drop

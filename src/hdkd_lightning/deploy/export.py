@@ -19,6 +19,7 @@ moved into place only after the check).
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -132,7 +133,15 @@ def _run_timm(meta: Dict[str, Any], path: Path, images: torch.Tensor):
 
     import hdkd_lightning.models  # noqa: F401  (registers the architectures)
 
-    model = timm.create_model(meta["arch"], checkpoint_path=str(path), **meta["net_kwargs"]).eval()
+    # timm logs "Loaded  from checkpoint '<path>'" at INFO: here the path is this check's temporary file, gone a
+    # moment later, and the export's own last line names the file it wrote
+    helpers = logging.getLogger("timm.models._helpers")
+    level = helpers.level
+    helpers.setLevel(max(logging.WARNING, level))
+    try:
+        model = timm.create_model(meta["arch"], checkpoint_path=str(path), **meta["net_kwargs"]).eval()
+    finally:
+        helpers.setLevel(level)
     with torch.no_grad():
         return model(images)
 

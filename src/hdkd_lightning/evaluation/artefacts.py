@@ -10,6 +10,11 @@ its bins, and before/after temperature scaling when a temperature is set) and
 and ``warnings`` (what makes the numbers misleading, e.g. one class predicted for every image;
 each is also logged and shown at the top of report.html).
 
+With per-image attributes (``subgroups``: sex, age band, body site, ...), also ``subgroups.csv``,
+``subgroups.png`` (a forest plot) and a "Subgroups" section of report.html, from
+:func:`hdkd_lightning.evaluation.subgroups.subgroup_metrics`, stored under metrics.json's ``subgroups``
+(``null`` without attributes; the two files are then absent, an earlier evaluation's removed).
+
 Every file is written atomically (:func:`hdkd_lightning.files.atomic_write`), ``metrics.json``
 last: once it exists, the other files of the run are complete. Undefined values (a class absent
 from the targets) are ``null`` in JSON and an empty cell in CSV. Call the writers on one process
@@ -38,10 +43,11 @@ from hdkd_lightning.evaluation.metrics import (
     compute_metrics,
     to_numpy,
 )
+from hdkd_lightning.evaluation.subgroups import SUBGROUPS_CSV, SUBGROUPS_PNG
 from hdkd_lightning.files import atomic_write
 
 __all__ = ["RESULT_KEYS", "METRICS_JSON", "PER_CLASS_CSV", "PREDICTIONS_CSV", "CONFUSION_PNG", "ROC_PNG", "PR_PNG",
-           "RELIABILITY_PNG", "REPORT_HTML", "EvaluationOptions", "write_evaluation_artefacts",
+           "RELIABILITY_PNG", "REPORT_HTML", "SUBGROUPS_CSV", "SUBGROUPS_PNG", "EvaluationOptions", "write_evaluation_artefacts",
            "write_predictions_csv", "write_per_class_csv", "jsonable"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
@@ -61,13 +67,16 @@ REPORT_HTML = "report.html"
 @dataclass(frozen=True)
 class EvaluationOptions:
     """The ``report.*`` config keys: bootstrap resamples (0: no intervals), ECE bins, the seed of the
-    bootstrap, whether to write report.html, Grad-CAM examples per class and outcome in it."""
+    bootstrap, whether to write report.html, Grad-CAM examples per class and outcome in it, and the
+    fewest labelled images a subgroup needs to be scored (the subgroup intervals use ``bootstrap``
+    and ``seed`` too)."""
 
     bootstrap: int = 1000
     ece_bins: int = 15
     seed: int = 0
     html: bool = True
     gradcam_per_class: int = 2
+    subgroup_min_images: int = 30
 
     @classmethod
     def from_config(cls, node: Any) -> "EvaluationOptions":
@@ -81,7 +90,7 @@ class EvaluationOptions:
 
 # the keys of write_evaluation_artefacts' result before ``extra`` is merged in
 RESULT_KEYS = ("class_names", "num_samples", "num_unlabelled", *SCALAR_KEYS, "per_class", "confusion_matrix",
-               "classes_absent_from_targets", "calibration", "confidence_intervals", "warnings")
+               "classes_absent_from_targets", "calibration", "confidence_intervals", "warnings", "subgroups")
 
 
 def jsonable(value: Any) -> Any:
@@ -160,7 +169,8 @@ def _calibration(probs: np.ndarray, labels: np.ndarray, temperature: Optional[fl
 def write_evaluation_artefacts(output_dir: Union[str, Path], class_names: Sequence[str], paths: Sequence[Any],
                                labels: ArrayLike, probs: ArrayLike, extra: Optional[Mapping[str, Any]] = None,
                                options: Optional[EvaluationOptions] = None,
-                               examples: Optional[Sequence[Mapping[str, Any]]] = None) -> Dict[str, Any]:
+                               examples: Optional[Sequence[Mapping[str, Any]]] = None,
+                               subgroups: Optional[Mapping[str, Sequence[Optional[str]]]] = None) -> Dict[str, Any]:
     """Score a whole split and write every artefact (module docstring) into ``output_dir``.
 
     Args:
@@ -171,12 +181,16 @@ def write_evaluation_artefacts(output_dir: Union[str, Path], class_names: Sequen
         extra: run information merged into the result (checkpoint, split, model, parameter
             count, temperature, ...); it may not reuse a metric's key.
         examples: Grad-CAM examples for report.html (:func:`hdkd_lightning.evaluation.explain.explain_examples`).
+        subgroups: attribute name -> the value of each image, aligned with ``paths`` (None or "" when
+            unknown): the split is scored per value (subgroups.csv, subgroups.png, metrics.json's
+            ``subgroups``, report.html's "Subgroups"). None or empty: no subgroup files.
 
     Returns:
         The content of metrics.json; undefined values are ``None``.
     """
     from hdkd_lightning.evaluation import figures
     from hdkd_lightning.evaluation.statistics import bootstrap_intervals
+    from hdkd_lightning.evaluation.subgroups import render_subgroup_figure, subgroup_metrics, write_subgroups_csv
 
     options = options or EvaluationOptions()
     output_dir = Path(output_dir)
@@ -204,6 +218,9 @@ def write_evaluation_artefacts(output_dir: Union[str, Path], class_names: Sequen
     result["warnings"] = [collapsed] if collapsed else []
     for text in result["warnings"]:
         log.warning("evaluation: %s", text)
+    result["subgroups"] = (subgroup_metrics(class_names, labels_np, probs_np, subgroups,
+                                            min_images=options.subgroup_min_images, resamples=options.bootstrap,
+                                            seed=options.seed) if subgroups else None)
     result.update(extra or {})
     result = jsonable(result)
     text = json.dumps(result, indent=2, allow_nan=False, default=str) + "\n"
@@ -218,6 +235,12 @@ def write_evaluation_artefacts(output_dir: Union[str, Path], class_names: Sequen
         RELIABILITY_PNG: figures.render_reliability(result["calibration"]["reliability"], result["calibration"]["ece"],
                                                     options.ece_bins),
     }
+    if result["subgroups"]:
+        images[SUBGROUPS_PNG] = render_subgroup_figure(result["subgroups"], result["balanced_accuracy"])
+        write_subgroups_csv(output_dir / SUBGROUPS_CSV, result["subgroups"], class_names)
+    else:  # an earlier evaluation's subgroups would pass for this one's
+        for name in (SUBGROUPS_CSV, SUBGROUPS_PNG):
+            (output_dir / name).unlink(missing_ok=True)
     pngs = {name: figures.png_bytes(fig) for name, fig in images.items()}
     for name, data in pngs.items():
         atomic_write(output_dir / name, lambda fh, data=data: fh.write(data), binary=True)

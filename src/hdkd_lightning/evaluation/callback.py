@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import lightning.pytorch as pl
 import torch
@@ -36,10 +36,12 @@ class TestArtefacts(pl.Callback):
     (empty when the split was empty)."""
 
     def __init__(self, output_dir: Union[str, Path], options: Optional[EvaluationOptions] = None,
-                 extra: Optional[Dict[str, Any]] = None) -> None:
+                 extra: Optional[Dict[str, Any]] = None,
+                 metadata: Optional[Mapping[str, Mapping[str, str]]] = None) -> None:
         self.output_dir = Path(output_dir)
         self.options = options or EvaluationOptions()
         self.extra = dict(extra or {})  # run information for metrics.json (data, split, checkpoint, ...)
+        self.metadata = metadata or {}  # path -> subgroup attributes (sex, age band, ...), where the data have them
         self.results: Dict[str, Any] = {}
         self._rows: List[Tuple[str, int, torch.Tensor]] = []
         self._examples: Optional[ExampleReservoir] = None
@@ -73,7 +75,8 @@ class TestArtefacts(pl.Callback):
             extra["checkpoint"] = str(trainer.ckpt_path)
         if trainer.is_global_zero:  # every process holds every row: same numbers, files written once
             self.results = write_evaluation_artefacts(self.output_dir, class_names, paths, labels, probs, extra,
-                                                      self.options, self._gradcam(pl_module))
+                                                      self.options, self._gradcam(pl_module),
+                                                      subgroups=self._attributes(paths))
         else:
             self.results = dict(compute_metrics(class_names, labels, probs), **extra)
             # rank 0's caveats too: every rank writes run.json (pipeline/train.py), the last one wins
@@ -84,6 +87,11 @@ class TestArtefacts(pl.Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 log_artefacts(logger, self.results, self.output_dir, log_scalars=False)
+
+    def _attributes(self, paths: List[str]) -> Dict[str, List[Optional[str]]]:
+        """attribute -> value of each scored image, in ``paths`` order (None: the image has no value)."""
+        names = sorted({a for p in paths for a in self.metadata.get(p, {})})
+        return {a: [self.metadata.get(p, {}).get(a) for p in paths] for a in names}
 
     def _gradcam(self, pl_module: pl.LightningModule) -> List[Dict[str, Any]]:
         kept = self._examples.items() if self._examples is not None else None

@@ -41,11 +41,18 @@ images; 2000 resamples, seed 0) and how many seeds favour each model. Runs witho
 ``data.train_per_class``, test balanced accuracy against training images per class (each model's
 mean and its seeds) and each model's paired difference to the baseline against the same axis.
 
+**Subgroups** (:func:`subgroup_comparison`): when runs have a ``subgroups.csv`` (an evaluation with
+per-image attributes, :mod:`hdkd_lightning.evaluation.subgroups`), per row and per (attribute, value):
+the mean over seeds of the group's test balanced accuracy and the number of seeds, or "too small" /
+"class absent" when any seed's group has that status (one seed's unscored group makes the mean a
+mean of other seeds, which would mislead).
+
 Outputs in ``--out``: ``report.md``, ``report.csv`` (one line per row), ``runs.csv`` (one line per
 run, for paired or per-seed analyses), ``report.png`` (balanced accuracy per model: mean ± std
 and each seed, on a y-range taken from the data, short model labels whose settings report.md lists;
 one panel per dataset / training-set size), and when there is something to
-show, ``paired.csv`` + ``paired.png`` (the paired differences) and ``learning_curve.png``.
+show, ``paired.csv`` + ``paired.png`` (the paired differences), ``learning_curve.png`` and
+``subgroups.md`` + ``subgroups.csv`` (the subgroup table).
 """
 
 from __future__ import annotations
@@ -65,7 +72,7 @@ if TYPE_CHECKING:  # annotations only
     from matplotlib.figure import Figure
 
 __all__ = ["RunResult", "find_runs", "load_run", "build_comparison", "write_comparison", "render_comparison_plot",
-           "plot_labels", "METRICS", "IGNORED"]
+           "plot_labels", "subgroup_comparison", "METRICS", "IGNORED"]
 
 #: test metrics reported, with their column titles
 METRICS = {"balanced_accuracy": "balanced acc.", "accuracy": "accuracy", "f1_macro": "macro F1",
@@ -345,7 +352,114 @@ def build_comparison(runs: List[RunResult], with_cost: bool = True, baseline: Op
     left_out = [{"run": str(r.run_dir), "status": r.status, "error": r.error} for r in runs if not r.usable]
     paired = paired_differences(rows, baseline, RESAMPLES if resamples is None else resamples)
     return {"rows": rows, "left_out": left_out, "differing_settings": differing, "num_runs": len(runs),
-            "repeated_seeds": repeated, "paired": paired, "curves": learning_curves(rows, paired)}
+            "repeated_seeds": repeated, "paired": paired, "curves": learning_curves(rows, paired),
+            "subgroups": subgroup_comparison(rows)}
+
+
+# -- subgroups --------------------------------------------------------------------------------
+
+def subgroup_comparison(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per row of the comparison and per (attribute, value) of its runs' ``subgroups.csv``: ``seeds`` (runs
+    holding the group), ``images`` (the group's size in each of them), ``status`` (``too_small`` or
+    ``class_absent`` when any run's group has it, else ``ok``), mean and standard deviation over seeds of
+    balanced accuracy (None unless ``ok``), mean macro AUROC, and the per-seed values. Empty when no run
+    has a ``subgroups.csv``; a row's runs without one are left out of its groups (``seeds`` says how many
+    remain)."""
+    from hdkd_lightning.evaluation.subgroups import SUBGROUPS_CSV, read_subgroups_csv, value_order
+
+    out: List[Dict[str, Any]] = []
+    for row in rows:
+        found: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+        attributes: List[str] = []
+        for run in row["runs"]:
+            path = Path(run) / SUBGROUPS_CSV
+            if not path.is_file():
+                continue
+            for g in read_subgroups_csv(path):
+                if g["attribute"] not in attributes:
+                    attributes.append(g["attribute"])
+                found.setdefault((g["attribute"], g["value"]), []).append(g)
+        keys = sorted(found, key=lambda k: (attributes.index(k[0]), value_order(k[1])))
+        for attribute, value in keys:
+            groups = found[(attribute, value)]
+            statuses = {g["status"] for g in groups}
+            status = next((s for s in ("too_small", "class_absent") if s in statuses), "ok")
+            scored = status == "ok"
+            bal, std = _mean_std([g["balanced_accuracy"] for g in groups]) if scored else (None, None)
+            auc = _mean_std([g["auroc_macro"] for g in groups])[0] if scored else None
+            out.append({"panel": row["panel"], "model": row["model"], "attribute": attribute, "value": value,
+                        "seeds": len(groups), "images": [g["n"] for g in groups], "status": status,
+                        "balanced_accuracy_mean": bal, "balanced_accuracy_std": std, "auroc_macro_mean": auc,
+                        "balanced_accuracy_values": [g["balanced_accuracy"] for g in groups] if scored else []})
+    return out
+
+
+def _images(counts: Sequence[int]) -> str:
+    return str(counts[0]) if min(counts) == max(counts) else f"{min(counts)}–{max(counts)}"
+
+
+def _subgroup_markdown(entries: Sequence[Dict[str, Any]], rows: Sequence[Dict[str, Any]]) -> str:
+    """subgroups.md: per panel, one line per (attribute, value), one column per model of the panel."""
+    from hdkd_lightning.evaluation.subgroups import STATUS_TEXT, value_order
+
+    def md(text: str) -> str:
+        return str(text).replace("|", "\\|")
+
+    out = ["# Subgroups", "",
+           "Test balanced accuracy per subgroup of the test images (each run's `subgroups.csv`), per model: the mean "
+           "over seeds, with the number of seeds in brackets. \"too small\": fewer test images than the "
+           "evaluation's `report.subgroup_min_images`, \"class absent\": some class has no image in the group, in "
+           "at least one seed's test split; such a group is not scored. \"images\": the group's test images (a "
+           "range when the runs' test splits differ). The intervals of each run are in its own `subgroups.csv` "
+           "and `report.html`.", ""]
+    panels: Dict[str, List[Dict[str, Any]]] = {}
+    for e in entries:
+        panels.setdefault(e["panel"], []).append(e)
+    for panel, items in panels.items():
+        models = [r["model"] for r in rows if r["panel"] == panel and any(e["model"] == r["model"] for e in items)]
+        cells: Dict[Tuple[str, str], Dict[str, Dict[str, Any]]] = {}
+        attributes: List[str] = []
+        for e in items:
+            cells.setdefault((e["attribute"], e["value"]), {})[e["model"]] = e
+            if e["attribute"] not in attributes:
+                attributes.append(e["attribute"])
+        # one order for the panel, whichever model holds a group
+        order = sorted(cells, key=lambda k: (attributes.index(k[0]), value_order(k[1])))
+        out += [f"## {panel}", "", "| attribute | value | images | " + " | ".join(md(m) for m in models) + " |",
+                "|---|---|---|" + "---|" * len(models)]
+        for attribute, value in order:
+            by_model = cells[(attribute, value)]
+            counts = [n for e in by_model.values() for n in e["images"]]
+            texts = []
+            for m in models:
+                e = by_model.get(m)
+                if e is None:
+                    texts.append("–")
+                elif e["status"] != "ok":
+                    texts.append(f"{STATUS_TEXT[e['status']]} ({e['seeds']})")
+                else:
+                    texts.append(("–" if e["balanced_accuracy_mean"] is None else f"{e['balanced_accuracy_mean']:.3f}")
+                                 + f" ({e['seeds']})")
+            out.append(f"| {md(attribute)} | {md(value)} | {_images(counts)} | " + " | ".join(texts) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+SUBGROUP_COLUMNS = ("panel", "model", "attribute", "value", "seeds", "images", "status", "balanced_accuracy_mean",
+                    "balanced_accuracy_std", "auroc_macro_mean", "balanced_accuracy_values")
+
+
+def _write_subgroup_csv(fh, entries: Sequence[Dict[str, Any]]) -> None:
+    w = csv.writer(fh, lineterminator="\n")
+    w.writerow(SUBGROUP_COLUMNS)
+    for e in entries:
+        cells = []
+        for c in SUBGROUP_COLUMNS:
+            v = e[c]
+            if isinstance(v, list):  # per seed, space-separated
+                v = " ".join("" if x is None else str(x) for x in v)
+            cells.append("" if v is None else v)
+        w.writerow(cells)
 
 
 def _pm(mean: Optional[float], std: Optional[float]) -> str:
@@ -386,6 +500,11 @@ def _markdown(report: Dict[str, Any], figures: Optional[Dict[str, str]] = None) 
     if report.get("paired"):
         out += paired_markdown(report["paired"], figures.get("paired"))
     out += curve_markdown(report.get("curves") or {}, figures.get("curve"))
+    if report.get("subgroups"):
+        out += ["## Subgroups", "",
+                "Test balanced accuracy per subgroup of the test images (sex, age band, body site, ...), per model, "
+                "mean over seeds: [subgroups.md](subgroups.md) (one table per dataset / training set), "
+                "`subgroups.csv` (one line per model and group).", ""]
     if report["left_out"]:
         out += ["## Not included (failed or unfinished)", ""]
         out += [f"- `{x['run']}`: {x['status']}" + (f" ({x['error']})" if x["error"] else "") for x in report["left_out"]]
@@ -513,7 +632,13 @@ def write_comparison(report: Dict[str, Any], out_dir: Path) -> Dict[str, Path]:
         files["paired_plot"] = plot_paired(report["paired"], out_dir / figures["paired"])
     if report.get("curves"):
         files["curve"] = plot_learning_curves(report["curves"], out_dir / figures["curve"])
-    for name in ("paired.csv", "paired.png", "learning_curve.png"):  # left by an earlier report, now untrue
+    if report.get("subgroups"):
+        text = _subgroup_markdown(report["subgroups"], report["rows"])
+        files["subgroups"] = atomic_write(out_dir / "subgroups.md", lambda fh: fh.write(text))
+        files["subgroups_csv"] = atomic_write(out_dir / "subgroups.csv",
+                                              lambda fh: _write_subgroup_csv(fh, report["subgroups"]))
+    # left by an earlier report, now untrue
+    for name in ("paired.csv", "paired.png", "learning_curve.png", "subgroups.md", "subgroups.csv"):
         if out_dir / name not in files.values():
             (out_dir / name).unlink(missing_ok=True)
     return files

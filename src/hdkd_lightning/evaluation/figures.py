@@ -5,7 +5,9 @@
   per class (scikit-learn's ``RocCurveDisplay`` / ``PrecisionRecallDisplay``; AUC / average
   precision in the legend, placed below the axes; PR with each class's prevalence).
 * :func:`render_reliability`: the reliability diagram (accuracy vs confidence per bin, with the
-  bin counts) from :func:`hdkd_lightning.evaluation.statistics.reliability_bins`.
+  bin counts) from :func:`hdkd_lightning.evaluation.statistics.reliability_bins`; each count above
+  its point, stacked where neighbours would collide, the y axis running past 1.0 by what the highest
+  count needs: no count leaves the axes or touches the title.
 * :func:`render_training_curves`: one panel per kind (training loss, its parts, validation loss,
   validation metrics), the best epoch marked, epochs from 1; read from a run's ``csv/metrics.csv``
   (the whole history, a resumed run included).
@@ -161,19 +163,43 @@ def render_pr_curves(labels: Any, probs: Any, class_names: Sequence[str]) -> "Fi
                         prevalence=True)
 
 
+#: font size of the per-bin image counts of the reliability diagram
+_COUNT_FONTSIZE = 7
+
+
 def render_reliability(bins: Dict[str, list], ece: float, n_bins: int, title: str = "") -> "Figure":
     fig = new_figure(5.0, 5.0)
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="perfect calibration")
     ax.plot(bins["confidence"], bins["accuracy"], marker="o", label=f"model (ECE {ece:.3f}, {n_bins} bins)")
+    # each count above its point; counts that would collide stacked higher (neighbouring bins near 1.0 are a few
+    # pixels apart); the y axis runs past 1.0 by what the highest count needs, so no count crosses the frame
+    # into the title
+    scale = 300.0  # points per unit of data, about, on this 5-inch square axes
+    taken: List[List[tuple]] = []  # per stacking level: (left, right) of the counts already there, in points
+    top = 1.0
     for x, y, n in zip(bins["confidence"], bins["accuracy"], bins["count"]):
-        ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+        text = str(n)
+        half = 0.6 * _COUNT_FONTSIZE * len(text) / 2 + 1.5
+        right_edge = x > 0.95  # right-aligned near the right edge, so the count stays inside the axes
+        span = (x * scale - 2 * half - 3, x * scale - 3) if right_edge else (x * scale - half, x * scale + half)
+        level = next((i for i, spans in enumerate(taken) if all(span[1] <= a or b <= span[0] for a, b in spans)),
+                     len(taken))
+        if level == len(taken):
+            taken.append([])
+        taken[level].append(span)
+        rise = 5 + 9 * level
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(-3 if right_edge else 0, rise),
+                    ha="right" if right_edge else "center", va="bottom", fontsize=_COUNT_FONTSIZE, gid="bin-count")
+        top = max(top, y + (rise + _COUNT_FONTSIZE + 4) / scale)
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, top)
+    ax.set_yticks(np.linspace(0, 1, 6))  # accuracy ticks stop at 1.0; above is room for the counts
     ax.set_xlabel("confidence (top-class probability)")
     ax.set_ylabel("accuracy")
     ax.set_title(title or "Reliability diagram (numbers: images per bin)")
-    ax.legend(loc="upper left", fontsize=8)
+    # lower right: under the diagonal at high confidence and near zero accuracy, where bins are rarest
+    ax.legend(loc="lower right", fontsize=8)
     return fig
 
 

@@ -175,7 +175,8 @@ class ClassificationMetrics(nn.Module):
         support = out["support"].tolist()
         result["per_class"] = {
             name: {
-                "sensitivity": float(out["recall_per_class"][i]),
+                # a class without test images has no sensitivity (torchmetrics reports 0)
+                "sensitivity": float(out["recall_per_class"][i]) if support[i] else float("nan"),
                 "specificity": float(out["specificity_per_class"][i]),
                 "ppv": float(out["precision_per_class"][i]),
                 "npv": float(out["npv_per_class"][i]),

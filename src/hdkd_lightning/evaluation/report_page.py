@@ -3,7 +3,9 @@
 Sections: headline metrics with 95% confidence intervals; the per-class table (sensitivity,
 specificity, PPV, NPV, F1, AUROC, support); the confusion matrix; ROC and precision-recall curves
 (side by side, one under the other on a narrow screen); calibration (ECE, temperature, the
-reliability diagram); Grad-CAM examples per class, correct and wrong; the definitions. Rendered
+reliability diagram); subgroups, when the evaluation had per-image attributes (the forest plot and a
+table: balanced accuracy with its interval, or why a group is not scored, and macro AUROC per
+value of each attribute); Grad-CAM examples per class, correct and wrong; the definitions. Rendered
 with Jinja2 (autoescaped); no external file, script or font.
 """
 
@@ -67,6 +69,19 @@ _TEMPLATE = """<!DOCTYPE html>
 <h2>Calibration</h2>
 <p>{{ calibration_text }}</p>
 <div class="figures"><img id="reliability" alt="reliability diagram" src="{{ images['reliability.png'] }}"></div>
+{% if subgroups %}
+<h2>Subgroups</h2>
+<p>{{ subgroups.reading }}</p>
+<div class="figures"><img id="subgroups" alt="balanced accuracy per subgroup" src="{{ images['subgroups.png'] }}"></div>
+<table id="subgroup-table">
+<tr><th>attribute</th><th>value</th><th>n</th><th>balanced accuracy [{{ subgroups.level }} interval]</th><th>macro AUROC</th></tr>
+{% for row in subgroups.rows %}<tr data-status="{{ row.status }}">
+<td>{{ row.attribute }}</td><td>{{ row.value }}</td><td>{{ row.n }}</td>
+{%- if row.balanced_accuracy %}<td>{{ row.balanced_accuracy }}</td><td>{{ row.auroc }}</td>
+{%- else %}<td class="muted" colspan="2" style="text-align: left">{{ row.note }}</td>{% endif %}</tr>
+{% endfor %}</table>
+<p class="muted">{{ subgroups.method }}.</p>
+{% endif %}
 
 <h2>Where the model looks (Grad-CAM)</h2>
 {% if examples %}
@@ -137,7 +152,41 @@ def render_report(metrics: Mapping[str, Any], pngs: Mapping[str, bytes], example
         per_class_columns=[k.upper() if k in ("ppv", "npv") else k for k in PER_CLASS_KEYS], per_class=per_class,
         images={name: _data_uri(data) for name, data in pngs.items()}, calibration_text=text,
         bins=cal.get("bins", 15), examples=[dict(ex, src=_data_uri(ex["png"])) for ex in examples],
-        data_lines=data_lines, warnings=list(metrics.get("warnings") or []))
+        data_lines=data_lines, warnings=list(metrics.get("warnings") or []),
+        subgroups=_subgroups(metrics.get("subgroups")) if "subgroups.png" in pngs else None)
+
+
+def _with_interval(entry: Mapping[str, Any]) -> str:
+    text = f"{entry['estimate']:.3f}"
+    if entry.get("low") is not None and entry.get("high") is not None:
+        text += f" [{entry['low']:.3f}, {entry['high']:.3f}]"
+    return text
+
+
+def _subgroups(result: Any) -> Any:
+    """The Subgroups section's rows and sentences (None without subgroup results)."""
+    if not result or not result.get("attributes"):
+        return None
+    rows = []
+    for attribute, groups in result["attributes"].items():
+        for g in groups:
+            ba, auc = g.get("balanced_accuracy"), g.get("auroc_macro")
+            note = (f"not scored: fewer than {result['min_images']} images" if g["status"] == "too_small"
+                    else f"not scored: {g['note']}" if g["status"] == "class_absent" else "")
+            rows.append({"attribute": attribute, "value": g["value"], "n": g["n"], "status": g["status"],
+                         "balanced_accuracy": _with_interval(ba) if ba else None,
+                         "auroc": _with_interval(auc) if auc else "n/a", "note": note})
+    level = f"{result.get('level', 0.95):.0%}"
+    if result.get("resamples"):
+        reading = (f"Each value of each attribute scored on its own test images. The bars are {level} intervals: "
+                   f"a group whose bar spans the whole test set's balanced accuracy (dashed line) is not shown to "
+                   f"differ from it. Groups with fewer than {result['min_images']} images, or without some class, "
+                   f"are not scored: their balanced accuracy would not be comparable.")
+    else:
+        reading = (f"Each value of each attribute scored on its own test images (no intervals: report.bootstrap=0; "
+                   f"small differences may be chance). Groups with fewer than {result['min_images']} images, or "
+                   f"without some class, are not scored: their balanced accuracy would not be comparable.")
+    return {"rows": rows, "level": level, "reading": reading, "method": str(result.get("method", ""))}
 
 
 def _data_lines(metrics: Mapping[str, Any]) -> list:
@@ -153,6 +202,17 @@ def _data_lines(metrics: Mapping[str, Any]) -> list:
         lines.append({"cls": "muted", "text": f"Images evaluated: {metrics['split_source']}."})
     if metrics.get("external_data"):
         lines.append({"cls": "bad", "text": "External data: the model was not trained on this dataset's split."})
+    class_map = metrics.get("class_map") or {}
+    if class_map:
+        pairs = ", ".join(f"{d} \u2192 {m}" for d, m in (class_map.get("map") or {}).items() if m is not None)
+        lines.append({"cls": "muted", "text": f"Classes of these data scored as the model's (eval.class_map): {pairs}."})
+        unknown = class_map.get("unknown_to_model") or {}
+        if unknown:
+            listed = ", ".join(f"{c} ({n} images)" if n is not None else c for c, n in unknown.items())
+            lines.append({"cls": "bad", "text": f"Unknown to the model, left out of every metric: {listed}."})
+        if class_map.get("model_classes_absent_from_data"):
+            lines.append({"cls": "muted", "text": "Model classes without images here (recall and AUROC undefined): "
+                          f"{', '.join(class_map['model_classes_absent_from_data'])}."})
     seen = sum((metrics.get("images_seen_in_training") or {}).values())
     if seen:
         lines.append({"cls": "bad", "text": f"{seen} of the evaluated images were training images of this model: "

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict
 
 import numpy as np
@@ -57,7 +58,10 @@ def bootstrap_intervals(labels: Any, probs: Any, num_classes: int, resamples: in
                            "resamples": int(resamples), "seed": int(seed), "level": float(level)}
     if resamples <= 0 or len(labels) < 2:
         return out
-    with np.errstate(invalid="ignore"):
+    # a resample (or data scored through eval.class_map) may lack some classes the model predicts: sklearn warns
+    # once per resample, and balanced accuracy is defined over the classes present, as in metrics.py
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         result = bootstrap((np.arange(len(labels)),), lambda idx: _scores(labels[idx], probs[idx], num_classes),
                            n_resamples=int(resamples), confidence_level=level, method="percentile",
                            random_state=int(seed), vectorized=False)

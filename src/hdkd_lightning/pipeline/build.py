@@ -54,7 +54,8 @@ def _given_on_command_line(key: str) -> bool:
         return False
 
 
-def build_checkpoint_datamodule(cfg: DictConfig, meta: Dict[str, Any], splits: Tuple[str, ...]):
+def build_checkpoint_datamodule(cfg: DictConfig, meta: Dict[str, Any], splits: Tuple[str, ...],
+                                before_prepare: Optional[Callable[[Any], None]] = None):
     """The data to score a trained checkpoint on (``hdkd-eval``, export's int8 gate, calibration).
 
     * The checkpoint's inference recipe sets the image size, resize and normalisation.
@@ -66,6 +67,7 @@ def build_checkpoint_datamodule(cfg: DictConfig, meta: Dict[str, Any], splits: T
       reported as external data.
     * Either way, the images of ``splits`` that the model trained on are counted.
 
+    ``before_prepare(dm)`` runs before any file is checked (:func:`build_datamodule`).
     Returns the prepared DataModule and what was decided (written into ``metrics.json``).
     """
     import tempfile
@@ -96,11 +98,11 @@ def build_checkpoint_datamodule(cfg: DictConfig, meta: Dict[str, Any], splits: T
                     "data.* settings given now and cannot be checked against its training images",
                     cfg.get("ckpt_path"))
         info.update(external_data=None, split_source="carved from data.* (no record in the checkpoint)")
-        return build_datamodule(cfg), info
+        return build_datamodule(cfg, before_prepare), info
     same = (data_name == trained_on.get("name") and str(cfg.data.get("source")) == trained_on.get("source")
             and not cfg.data.get("split_file"))
     if not same:
-        dm = build_datamodule(cfg)
+        dm = build_datamodule(cfg, before_prepare)
         info.update(external_data=True, split_source=f"data={data_name} as configured "
                     f"(the model was trained on data={trained_on.get('name')})")
     else:
@@ -110,7 +112,7 @@ def build_checkpoint_datamodule(cfg: DictConfig, meta: Dict[str, Any], splits: T
             with open_dict(cfg):
                 cfg.data.split_file = str(split_file)
             try:
-                dm = build_datamodule(cfg)
+                dm = build_datamodule(cfg, before_prepare)
             finally:
                 with open_dict(cfg):
                     cfg.data.split_file = None
@@ -284,10 +286,11 @@ def _check_optional_loggers(loggers_cfg: Optional[DictConfig]) -> None:
                           "(or use logger=csv / logger=wandb)")
 
 
-def build_trainer(cfg: DictConfig, out: Path, extra_callbacks=(), run_info: Optional[Dict[str, Any]] = None):
+def build_trainer(cfg: DictConfig, out: Path, extra_callbacks=(), run_info: Optional[Dict[str, Any]] = None, dm=None):
     """The configured Trainer, plus the callback that writes the test artefacts into ``out`` with the
     ``report.*`` options (returned with it: its ``results`` are the test metrics; ``run_info`` goes
-    into metrics.json)."""
+    into metrics.json). The images' attributes of the DataModule ``dm`` (sex, age band, ...) give the
+    subgroup results, and metrics.json names where they came from."""
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ModelSummary
 
@@ -302,7 +305,10 @@ def build_trainer(cfg: DictConfig, out: Path, extra_callbacks=(), run_info: Opti
         raise ConfigError(f"report: {exc}") from None
     _check_optional_loggers(cfg.get("logger"))
     _wandb_resume(cfg.get("logger"), out)
-    artefacts = TestArtefacts(out, options, run_info)
+    metadata = dm.image_metadata if dm is not None else {}
+    if metadata:
+        run_info = dict(run_info or {}, subgroup_source=dm.metadata_source)
+    artefacts = TestArtefacts(out, options, run_info, metadata)
     callbacks = _instantiate_dict(cfg.get("callbacks")) + list(extra_callbacks) + [artefacts]
     summary = {}
     if cfg.trainer.get("enable_model_summary", True) and not any(isinstance(c, ModelSummary) for c in callbacks):

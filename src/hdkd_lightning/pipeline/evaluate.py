@@ -9,6 +9,7 @@ from omegaconf import DictConfig, open_dict
 
 from hdkd_lightning.config import check_trainer_config
 from hdkd_lightning.errors import ConfigError
+from hdkd_lightning.files import to_plain
 from hdkd_lightning.pipeline.build import build_checkpoint_datamodule, build_trainer, finish_wandb, output_dir
 
 log = logging.getLogger("hdkd_lightning")
@@ -52,6 +53,36 @@ def _calibrate(cfg: DictConfig, module, dm) -> Dict[str, Any]:
     return info
 
 
+def _class_map(cfg: DictConfig, dm, meta: Dict[str, Any]):
+    """The data's classes tied to the model's (``eval.class_map`` or identical names;
+    :mod:`hdkd_lightning.evaluation.class_map`), or ``None`` when they are the same classes."""
+    from hdkd_lightning.config import hydra_choice
+    from hdkd_lightning.evaluation.class_map import resolve_class_map
+
+    given = (cfg.get("eval") or {}).get("class_map")
+    mapping = resolve_class_map(dm.class_names, meta["class_names"], to_plain(given) if given else None,
+                                f"data={hydra_choice('data', 'data')}")
+    if mapping.identity:
+        return None
+    if cfg.get("calibrate"):
+        raise ConfigError("calibrate=true fits a temperature on the data the model was trained for; these data have "
+                          "other classes (eval.class_map): drop calibrate=true")
+    return mapping
+
+
+def _describe_class_map(mapping, dm, split: str) -> Dict[str, Any]:
+    """The class map's record for metrics.json, with the images of each class the model does not know, logged."""
+    record = mapping.describe(dm.class_counts(split).tolist())
+    log.info("eval.class_map: %s", ", ".join(f"{d} -> {m or '(unknown to the model)'}" for d, m in record["map"].items()))
+    for name, count in record["unknown_to_model"].items():
+        log.warning("eval.class_map: %d %s image(s) of class %r are unknown to the model: scored in predictions.csv, "
+                    "left out of every metric", count, split, name)
+    if record["model_classes_absent_from_data"]:
+        log.warning("eval.class_map: model class(es) %s have no %s images here: their recall and AUROC are undefined",
+                    record["model_classes_absent_from_data"], split)
+    return record
+
+
 def run_eval(cfg: DictConfig) -> Dict[str, Any]:
     """Every evaluation artefact (see hdkd_lightning.evaluation.artefacts) of a checkpoint on a split."""
     import lightning.pytorch as pl
@@ -69,14 +100,14 @@ def run_eval(cfg: DictConfig) -> Dict[str, Any]:
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
-    dm, data_info = build_checkpoint_datamodule(cfg, meta, ("val", split) if cfg.get("calibrate") else (split,))
+    mapping = []  # the data's classes tied to the model's, decided before any file is checked
+    dm, data_info = build_checkpoint_datamodule(cfg, meta, ("val", split) if cfg.get("calibrate") else (split,),
+                                                before_prepare=lambda d: mapping.append(_class_map(cfg, d, meta)))
     data_name = data_info["data"]
-    if list(dm.class_names) != list(meta["class_names"]):
-        trained = (meta.get("provenance") or {}).get("data") or {}
-        where = (f" (it was trained on data={trained.get('name')} data.root={trained.get('root')})"
-                 if trained else "")
-        raise ConfigError(f"checkpoint {cfg.ckpt_path} classes {meta['class_names']} differ from data={data_name} "
-                          f"classes {list(dm.class_names)}; evaluate on the data it was trained for{where}")
+    targets = None
+    if mapping[0] is not None:
+        targets = mapping[0].targets
+        data_info["class_map"] = _describe_class_map(mapping[0], dm, split)
     if meta.get("image_size") and int(meta["image_size"]) != int(dm.image_size):
         raise ConfigError(f"checkpoint {cfg.ckpt_path} expects image size {meta['image_size']} but "
                           f"data.image_size={dm.image_size}; drop the data.image_size override")
@@ -85,14 +116,14 @@ def run_eval(cfg: DictConfig) -> Dict[str, Any]:
                           f"recorded; these data are {data_info['split_source']}"
                           f"{' and hold training images' if not data_info.get('external_data') else ''}. "
                           f"Evaluate with the data the model was trained on (no data.split_file), or drop calibrate=true")
-    module = EvalModule(net, meta)
+    module = EvalModule(net, meta, targets)
     calibration = _calibrate(cfg, module, dm) if cfg.get("calibrate") else meta.get("calibration")
     with open_dict(cfg):
         cfg.callbacks = None
     info = {"checkpoint": str(cfg.ckpt_path), "split": split, **data_info}
     if calibration:
         info["temperature_fit"] = calibration
-    trainer, artefacts = build_trainer(cfg, out, run_info=info)
+    trainer, artefacts = build_trainer(cfg, out, run_info=info, dm=dm)
     if trainer.is_global_zero:
         dm.write_splits(out)
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()

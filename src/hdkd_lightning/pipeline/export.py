@@ -173,12 +173,17 @@ def run_export(cfg: DictConfig) -> Dict[str, Any]:
             card["int8"] = _int8(cfg, output, card, dm, data_info)
     except ExportError as exc:
         raise ConfigError(str(exc)) from None
-    log.info("exported %s (%s) -> %s; parity max |logit diff| %.2e on %s", ckpt, cfg.format, output,
-             card["parity"]["max_abs_logit_diff"], inputs_desc)
+    # the command's last words: each file written, and how closely it reproduces the checkpoint
+    from hdkd_lightning.deploy.card import card_path
+
+    parity = card["parity"]
+    log.info("wrote %s (%s of %s) and its model card %s; parity: max |logit diff| %.2e <= %g on %s", output,
+             cfg.format, ckpt, card_path(output), parity["max_abs_logit_diff"], parity["tolerance"], inputs_desc)
     if "int8" in card:
-        i8 = card["int8"]
-        log.info("int8: val balanced accuracy %.4f (fp32 %.4f), test %s (fp32 %s); batch-1 latency %.2f ms "
-                 "(fp32 %.2f ms)", i8["balanced_accuracy"]["val"]["int8"], i8["balanced_accuracy"]["val"]["fp32"],
+        i8, int8_path = card["int8"], output.with_name(output.stem + ".int8.onnx")
+        log.info("wrote %s and its model card %s; int8: val balanced accuracy %.4f (fp32 %.4f), test %s (fp32 %s); "
+                 "batch-1 latency %.2f ms (fp32 %.2f ms)", int8_path, card_path(int8_path),
+                 i8["balanced_accuracy"]["val"]["int8"], i8["balanced_accuracy"]["val"]["fp32"],
                  i8["balanced_accuracy"]["test"]["int8"], i8["balanced_accuracy"]["test"]["fp32"],
                  i8["latency_b1_ms"]["int8"]["median"], i8["latency_b1_ms"]["fp32"]["median"])
     return card

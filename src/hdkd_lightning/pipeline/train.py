@@ -148,7 +148,7 @@ def _fit_and_test(cfg: DictConfig, out: Path, resume: Optional[Path], extra_call
     summary = record_summary(record)
     runs.update_run(out, data_record=summary)  # every rank writes run.json the same way (mark_run_started)
     trainer, artefacts = build_trainer(cfg, out, extra_callbacks,
-                                       run_info={"data": data_name, "split": "test", "data_record": summary})
+                                       run_info={"data": data_name, "split": "test", "data_record": summary}, dm=dm)
     if trainer.is_global_zero:
         print_config_tree(cfg, save_to=out / "config_tree.txt")
         OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)

@@ -8,6 +8,9 @@ Class order (shared with ISIC 2018, documented in ``conf/data/ham10000.yaml``): 
 HAM ``dx`` codes in alphabetical order, **akiec, bcc, bkl, df, mel, nv, vasc** (as
 torchvision's ImageFolder would sort class folders, i.e. what the original code saw).
 
+Subgroup attributes (:mod:`hdkd_lightning.data.metadata`): sex, age band, body site and diagnosis
+type from the same CSV.
+
 Groups are ``lesion_id``: all images of one lesion stay in one split. There is no official
 split: train/val/test are carved 70/15/15 by default (``data.val_fraction``,
 ``data.test_fraction``, ``data.seed``), stratified by class and grouped by lesion.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from hdkd_lightning.data.base import FileSource, Index, Problem, Record
 from hdkd_lightning.data.io import iter_files, looks_like_image
+from hdkd_lightning.data.metadata import ham_attributes
 from hdkd_lightning.data.sources._common import find_named, image_of_row, images_by_id, read_csv
 from hdkd_lightning.errors import DataError
 
@@ -50,6 +54,7 @@ class Ham10000Source(FileSource):
             raise self.layout_error("no image files below the root")
         label_of = {n: i for i, n in enumerate(HAM_CLASSES)}
         records: list[Record] = []
+        metadata: dict[str, dict[str, str]] = {}
         problems: list[Problem] = []
         listed: set[str] = set()
         repeated = []
@@ -69,6 +74,7 @@ class Ham10000Source(FileSource):
                                         f"dx {row['dx']!r} (line {n}) is not one of {HAM_CLASSES}"))
                 continue
             records.append(Record(str(path), label_of[dx], row["lesion_id"] or None, None))
+            metadata[str(path)] = ham_attributes(row)
         if repeated:
             raise DataError(f"{csv_file} lists {len(repeated)} image_id(s) more than once: "
                             f"{', '.join(repeated[:5])}; remove the repeated rows.")
@@ -78,4 +84,4 @@ class Ham10000Source(FileSource):
         if empty:
             raise DataError(f"{csv_file}: no usable image for class(es) {empty} (empty class); "
                             f"every one of {HAM_CLASSES} needs images.")
-        return Index(records, list(HAM_CLASSES), problems, notes)
+        return Index(records, list(HAM_CLASSES), problems, notes, metadata, str(csv_file))

@@ -12,6 +12,10 @@ Expected below the root (folders/CSVs matched by name, case-insensitive, CSVs an
   carved from training (``data.val_fraction`` / ``data.test_fraction`` of the training set,
   stratified, grouped by lesion).
 
+Subgroup attributes: ``dx_type`` (``diagnosis_confirm_type`` of the lesion groupings) for training
+images; ``data.metadata_csv=<...>/HAM10000_metadata.csv`` adds sex, age band and body site
+(:mod:`hdkd_lightning.data.metadata`).
+
 Class order: the same as HAM10000 -- **akiec, bcc, bkl, df, mel, nv, vasc** (lower-case HAM
 codes, alphabetical). A ground-truth row must have exactly one 1 among the seven columns.
 """
@@ -61,14 +65,18 @@ class Isic2018Source(FileSource):
         csvs = [f for f in files if f.suffix.lower() == ".csv"]
         label_of = {n.upper(): i for i, n in enumerate(HAM_CLASSES)}
         records: list[Record] = []
+        metadata: dict[str, dict[str, str]] = {}
         problems: list[Problem] = []
         notes: list[str] = []
 
         groups: dict[str, str] = {}
+        confirmed: dict[str, str] = {}  # image -> how the diagnosis was confirmed (dx_type subgroups)
         grouping = find_named(csvs, f"{_PREFIX}Training_LesionGroupings.csv")
         if grouping is not None:
-            groups = {r["image"].lower(): r["lesion_id"] for r in
-                      read_csv(grouping, ["image", "lesion_id"]) if r["lesion_id"]}
+            grouping_rows = read_csv(grouping, ["image", "lesion_id"])
+            groups = {r["image"].lower(): r["lesion_id"] for r in grouping_rows if r["lesion_id"]}
+            confirmed = {r["image"].lower(): r["diagnosis_confirm_type"] for r in grouping_rows
+                         if r.get("diagnosis_confirm_type")}
         else:
             notes.append(f"no {_PREFIX}Training_LesionGroupings.csv: images are split one by one "
                          f"(images of one lesion may land in different splits)")
@@ -115,6 +123,8 @@ class Isic2018Source(FileSource):
                     continue
                 group = groups.get(key) if split == "train" else None
                 records.append(Record(str(path), hot[0], group, None if split == "train" else split))
+                if key in confirmed:
+                    metadata[str(path)] = {"dx_type": confirmed[key]}
             problems.extend(Problem("unlisted_image", str(p), f"no row in {gt.name}")
                             for k, p in sorted(by_id.items()) if k not in listed)
         train_labels = {r.label for r in records if r.split is None}
@@ -122,4 +132,4 @@ class Isic2018Source(FileSource):
         if empty:
             raise DataError(f"{_PREFIX}Training_GroundTruth.csv under {root}: no usable training "
                             f"image for class(es) {empty} (empty class).")
-        return Index(records, list(HAM_CLASSES), problems, notes)
+        return Index(records, list(HAM_CLASSES), problems, notes, metadata, str(grouping) if metadata else None)
