@@ -4,6 +4,7 @@ calibration and Grad-CAM sanity checks."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -101,6 +102,50 @@ def test_bootstrap_interval_of_accuracy_agrees_with_a_plain_numpy_bootstrap():
     means = correct[g.integers(0, len(correct), (4000, len(correct)))].mean(1)
     plain = np.percentile(means, [2.5, 97.5])
     assert ours == pytest.approx(plain, abs=0.012)  # Monte-Carlo error of 2000-4000 resamples is ~0.005
+
+
+def test_bootstrap_intervals_equal_scikit_learn_scoring_every_resample_on_the_same_draws():
+    """The vectorised scoring of the resamples against scikit-learn called per resample on scipy's draws, with a
+    rare class (absent from some resamples), a class never predicted and tied scores."""
+    from scipy.stats import bootstrap
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    g = np.random.default_rng(4)
+    n, c = 70, 5
+    labels = np.r_[np.zeros(2, int), g.integers(1, c, n - 2)]  # class 0: two images
+    logits = np.round(g.normal(size=(n, c)), 1)  # rounded: tied scores
+    logits[np.arange(n), labels] += 1.0
+    logits[:, 3] -= 5.0  # class 3 is never the prediction
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+    def sklearn_scores(idx):
+        y, p = labels[idx], probs[idx]
+        pred = p.argmax(1)
+        aucs = [roc_auc_score(y == k, p[:, k]) for k in range(c) if 0 < (y == k).sum() < len(y)]
+        return np.array([accuracy_score(y, pred), balanced_accuracy_score(y, pred),
+                         f1_score(y, pred, average="macro", zero_division=0), np.mean(aucs)])
+
+    for level in (0.5, 0.95):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = bootstrap((np.arange(n),), sklearn_scores, n_resamples=120, confidence_level=level,
+                            method="percentile", random_state=5, vectorized=False).confidence_interval
+        ours = bootstrap_intervals(labels, probs, c, resamples=120, seed=5, level=level)
+        for i, key in enumerate(("accuracy", "balanced_accuracy", "f1_macro", "auroc_macro")):
+            assert ours[key] == pytest.approx([ref.low[i], ref.high[i]], rel=1e-9, abs=1e-12), key
+
+
+def test_weighted_auroc_equals_scikit_learn_with_sample_weights():
+    from hdkd_lightning.evaluation.statistics import weighted_auroc
+
+    g = np.random.default_rng(1)
+    scores = np.round(g.random(40), 1)  # ties
+    positive = g.random(40) < 0.3
+    counts = g.integers(0, 3, (6, 40)).astype(float)
+    ours = weighted_auroc(counts, scores, positive)
+    for row, value in zip(counts, ours):
+        assert value == pytest.approx(roc_auc_score(positive, scores, sample_weight=row), rel=1e-12)
+    assert np.isnan(weighted_auroc(np.ones((1, 40)), scores, np.zeros(40, bool)))[0]
 
 
 def test_temperature_fit_minimises_the_nll_found_by_a_grid_search():

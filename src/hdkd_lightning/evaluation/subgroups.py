@@ -60,6 +60,7 @@ from typing import IO, TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequen
 
 import numpy as np
 
+from hdkd_lightning.evaluation.statistics import weighted_auroc
 from hdkd_lightning.files import atomic_write
 
 if TYPE_CHECKING:  # annotations only
@@ -113,27 +114,6 @@ def _draw_counts(rng: np.random.Generator, members: Sequence[np.ndarray], n: int
     return counts
 
 
-def _weighted_auroc(counts: np.ndarray, scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """One-vs-rest AUROC of every row of ``counts`` (each image weighted by its draw count): the Mann-Whitney
-    statistic, P(score of a positive > score of a negative) + half of P(equal scores)."""
-    order = np.argsort(scores, kind="stable")
-    s = scores[order]
-    pos = positive[order]
-    n = len(s)
-    new = np.r_[True, s[1:] != s[:-1]]
-    starts = np.flatnonzero(new)
-    tie = np.cumsum(new) - 1  # each sorted image's run of equal scores
-    first, last = starts[tie], np.r_[starts[1:], n][tie]  # [first, last): the images scored like it
-    drawn = counts[:, order]
-    negatives = np.zeros((counts.shape[0], n + 1))
-    np.cumsum(np.where(pos, 0.0, drawn), axis=1, out=negatives[:, 1:])  # negatives[:, j]: weight of sorted[:j]
-    p = np.flatnonzero(pos)
-    # below + half the ties = (negatives before the run + negatives up to its end) / 2
-    wins = (drawn[:, p] * (negatives[:, first[p]] + negatives[:, last[p]])).sum(axis=1) / 2
-    # stratified draws keep the group's numbers of positives and negatives in every resample
-    return wins / (drawn[:, p].sum(axis=1) * negatives[:, n])
-
-
 def _score_group(class_names: Sequence[str], labels: np.ndarray, probs: np.ndarray, rng: np.random.Generator,
                  resamples: int, level: float, min_images: int) -> Dict[str, Any]:
     n = len(labels)
@@ -160,7 +140,7 @@ def _score_group(class_names: Sequence[str], labels: np.ndarray, probs: np.ndarr
         return row
     # every class present: the mean recall over all classes is sklearn's balanced_accuracy_score
     row["balanced_accuracy"] = _interval(np.mean(recalls, axis=0), level)
-    aucs = [_weighted_auroc(counts, probs[:, c], labels == c) for c in range(c_all)]
+    aucs = [weighted_auroc(counts, probs[:, c], labels == c) for c in range(c_all)]
     row["auroc_macro"] = _interval(np.mean(aucs, axis=0), level)
     return row
 
