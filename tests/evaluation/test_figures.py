@@ -235,3 +235,15 @@ def test_report_markdown_says_which_settings_each_short_label_stands_for():
     assert "- brain_tumor, train 150/class | teacher (a): teacher optimizer=Adam scheduler=none" in text
     assert "teacher (b): teacher optimizer=AdamW scheduler=CosineLRScheduler" in text
     assert "| student:" not in text  # a row the plot names in full needs no key
+
+
+def test_comparison_chart_puts_at_most_two_panels_side_by_side():
+    from hdkd_lightning.evaluation.comparison import render_comparison_plot
+
+    rows = [_row(f"panel {i}", m, [0.6, 0.7]) for i in range(5) for m in ("student", "hdkd")]
+    fig = render_comparison_plot({"rows": rows})
+    assert [ax.get_title() for ax in fig.axes] == [f"panel {i}" for i in range(5)]  # no empty sixth panel
+    columns = {round(ax.get_position().x0, 3) for ax in fig.axes}
+    assert len(columns) == 2 and fig.get_figwidth() < fig.get_figheight() * 2
+    one = render_comparison_plot({"rows": rows[:2]})
+    assert len(one.axes) == 1 and one.get_figwidth() < 6

@@ -558,10 +558,14 @@ def render_comparison_plot(report: Dict[str, Any]) -> "Figure":
     for label, r in zip(labels, report["rows"]):
         panels.setdefault(r["panel"], []).append((label, r))
     n = max(1, len(panels))
+    # at most two panels side by side: four in one row made a figure too wide to read on a page
+    cols, rows_of_panels = min(n, 2), -(-n // 2)
     width = max(3.6, max((len(v) for v in panels.values()), default=1) * 0.9 + 1.4)
-    fig = Figure(figsize=(width * n, 4.2), dpi=110, layout="constrained")
+    fig = Figure(figsize=(width * cols, 4.2 * rows_of_panels), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, n, squeeze=False)[0]
+    axes = list(fig.subplots(rows_of_panels, cols, squeeze=False).ravel())
+    for spare in axes[n:]:
+        fig.delaxes(spare)
     for ax, (panel, entries) in zip(axes, panels.items()):
         rows = [r for _, r in entries]
         lo, hi = _y_range(rows)
